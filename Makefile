@@ -1,0 +1,47 @@
+# JFB reproduction. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch: the pinned CUDA build runs on CPUs too; override for other platforms (e.g. TORCH_SPEC="torch torchvision").
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PROFILE ?= quick
+SEEDS ?= 0
+DATA_DIR ?= $(or $(JFB_DATA_DIR),data)
+PYTEST_ARGS ?=
+export WANDB_MODE ?= offline
+
+.PHONY: help venv test test-faults reproduce-table table bench data clean-venv
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(VENV)/bin/pip install -q -e ".[dev,launchers]"
+	touch $@
+
+venv: $(VENV)/.installed  ## create the local virtual environment (.venv) with everything installed
+
+test: venv  ## set up the environment and run the test suite
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-faults: venv  ## fault-injection tests only (kill -9, disk full, failing runs, W&B down)
+	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)
+
+reproduce-table: venv  ## run the missing runs of PROFILE (paper|quick|smoke), then build results/PROFILE/
+	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) --seeds "$(SEEDS)" --data-dir "$(DATA_DIR)"
+
+table: venv  ## rebuild results/PROFILE/ tables and figures from existing run records only
+	$(PY) -m jfb.repro.tables --profile $(PROFILE)
+
+bench: venv  ## benchmark every gradient method (time split, memory vs depth) into results/bench/
+	$(PY) -m jfb.bench
+
+data: venv  ## download the datasets torchvision can download into DATA_DIR
+	$(PY) scripts/download_data.py --data-dir "$(DATA_DIR)"
+
+clean-venv:  ## remove the virtual environment
+	rm -rf $(VENV)
