@@ -127,6 +127,9 @@ class IFT(_AdjointMethod):
             raise ValueError(f"cg_scope={cg_scope!r} is not one of ('batch', 'sample')")
         if backward_options and backward != "anderson":
             raise ValueError(f"options {sorted(backward_options)} apply only to backward='anderson'")
+        unknown = set(backward_options) - {"m", "lam", "beta"}
+        if unknown:
+            raise ValueError(f"backward='anderson' does not take options {sorted(unknown)}")
         self.backward = backward
         self.backward_tol = backward_tol
         self.backward_max_iter = backward_max_iter

@@ -1,0 +1,387 @@
+"""The mathematics of every gradient method, against independent exact references (float64).
+
+Operators:
+* a dense contraction ``f(z) = tanh(z W^T + x U^T + b)`` with ||W||_2 = 0.6 (samples independent);
+  its exact IFT gradient is written by hand from the per-sample Jacobians A_i = diag(1 - t_i^2) W;
+* a small convolutional operator with batch norm in train mode (samples coupled); its reference
+  solves the adjoint equation densely over the whole batch as one vector;
+* two families used nowhere else: a linear operator with a closed-form fixed point and gradient,
+  and a 2-layer softplus MLP checked against central finite differences of the solved fixed point.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jfb.core import fixed_point
+
+DT = torch.float64
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def relerr(got, ref):
+    """Largest relative error over a tuple of tensors."""
+    return max(float((a - b).norm() / b.norm()) for a, b in zip(got, ref))
+
+
+def solve_exact(f, z0, iters=300):
+    """z* to machine precision by many plain iterations (contraction factor <= 0.6)."""
+    with torch.no_grad():
+        z = z0
+        for _ in range(iters):
+            z = f(z)
+    return z
+
+
+# ---------------------------------------------------------------------------------------------
+# dense tanh operator and its hand-written exact gradients
+# ---------------------------------------------------------------------------------------------
+
+
+class Tanh:
+    def __init__(self, seed=0, B=3, n=6, p=4, gamma=0.6):
+        g = torch.Generator().manual_seed(seed)
+        W = torch.randn(n, n, generator=g, dtype=DT)
+        self.W = (W * gamma / torch.linalg.matrix_norm(W, 2)).requires_grad_()
+        self.U = (0.7 * torch.randn(n, p, generator=g, dtype=DT)).requires_grad_()
+        self.b = (0.2 * torch.randn(n, generator=g, dtype=DT)).requires_grad_()
+        self.x = torch.randn(B, p, generator=g, dtype=DT).requires_grad_()
+        self.G = torch.randn(B, n, generator=g, dtype=DT)  # incoming gradient dl/dz
+        self.z0 = torch.zeros(B, n, dtype=DT)
+        self.params = (self.W, self.U, self.b, self.x)
+        self.z_star = solve_exact(self.f, self.z0)
+
+    def f(self, z):
+        return torch.tanh(z @ self.W.T + self.x @ self.U.T + self.b)
+
+    def jacobians(self):
+        """Per-sample A_i = df/dz at z*, shape (B, n, n)."""
+        with torch.no_grad():
+            t = self.f(self.z_star)
+            return (1 - t * t)[:, :, None] * self.W[None]
+
+    def grads_from_adjoint(self, w):
+        """dl/d(W, U, b, x) = sum_i w_i^T df/dtheta at z*, by hand (no autograd)."""
+        with torch.no_grad():
+            t = self.f(self.z_star)
+            s = (1 - t * t) * w  # gradient at the pre-activation
+            return (s.T @ self.z_star, s.T @ self.x, s.sum(0), s @ self.U)
+
+    def ift_adjoint(self):
+        A = self.jacobians()
+        eye = torch.eye(A.shape[1], dtype=DT)
+        return torch.stack([torch.linalg.solve((eye - A[i]).T, self.G[i]) for i in range(A.shape[0])])
+
+    def neumann_adjoint(self, k):
+        A = self.jacobians()
+        w, v = self.G.clone(), self.G.clone()
+        for _ in range(k):
+            v = torch.einsum("bji,bj->bi", A, v)  # A_i^T v_i
+            w = w + v
+        return w
+
+    def grad(self, out):
+        return torch.autograd.grad(out, self.params, self.G)
+
+
+@pytest.fixture(scope="module")
+def op():
+    return Tanh()
+
+
+TIGHT = dict(tol=1e-12, max_iter=400)
+BTIGHT = dict(backward_tol=1e-12, backward_max_iter=400)
+
+
+@pytest.mark.parametrize(
+    "backward",
+    [dict(backward="cg", cg_scope="batch"), dict(backward="cg", cg_scope="sample"), dict(backward="fixed_point"), dict(backward="anderson")],
+    ids=["cg-batch", "cg-sample", "fixed_point", "anderson"],
+)
+@pytest.mark.parametrize("solver", ["picard", "anderson"])
+def test_ift_equals_dense_ift_tanh(op, backward, solver):
+    ref = op.grads_from_adjoint(op.ift_adjoint())
+    out, st = fixed_point(op.f, op.z0, "ift", solver=solver, **TIGHT, **BTIGHT, **backward)
+    got = op.grad(out)
+    assert st.fwd_converged and st.bwd_converged
+    assert relerr(got, ref) < 1e-6
+    # and it is not the JFB gradient: the test can tell them apart
+    assert relerr(op.grads_from_adjoint(op.G), ref) > 1e-2
+
+
+def test_jfb_equals_one_application_by_hand(op):
+    out, st = fixed_point(op.f, op.z0, "jfb", **TIGHT)
+    got = op.grad(out)
+    assert relerr(got, op.grads_from_adjoint(op.G)) < 1e-9  # w = g: no Jacobian inverse
+    assert st.jac_matvecs == 0 and st.bwd_iters is None
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_neumann_k_equals_dense_truncated_series(op, k):
+    out, st = fixed_point(op.f, op.z0, "neumann", terms=k, **TIGHT)
+    got = op.grad(out)
+    assert relerr(got, op.grads_from_adjoint(op.neumann_adjoint(k))) < 1e-9
+    # neighbouring truncations differ by more than the tolerance, so k itself is pinned
+    assert relerr(got, op.grads_from_adjoint(op.neumann_adjoint(k + 1))) > 1e-6
+    assert st.bwd_matvecs == k
+
+
+def test_neumann_approaches_ift(op):
+    ref = op.grads_from_adjoint(op.ift_adjoint())
+    errs = []
+    for k in (0, 2, 8, 32, 120):
+        out, _ = fixed_point(op.f, op.z0, "neumann", terms=k, **TIGHT)
+        errs.append(relerr(op.grad(out), ref))
+    assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    # ||A_i|| <= 0.6: the tail after k terms is at most 0.6^(k+1) / 0.4 of ||g||
+    assert errs[2] < 50 * 0.6**9 / 0.4
+    assert errs[-1] < 1e-10
+
+
+def test_neumann_zero_and_window_one_equal_jfb(op):
+    jfb = op.grad(fixed_point(op.f, op.z0, "jfb", tol=1e-6, max_iter=100)[0])
+    n0, st_n = fixed_point(op.f, op.z0, "neumann", terms=0, tol=1e-6, max_iter=100)
+    w1, st_w = fixed_point(op.f, op.z0, "unrolled", window=1, tol=1e-6, max_iter=100)
+    for got in (op.grad(n0), op.grad(w1)):
+        assert relerr(got, jfb) < 1e-13
+    assert st_n.jac_matvecs == 0 and st_w.jac_matvecs == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# unrolled: the iterations written out by hand, same stopping rule (abs, per-sample norm)
+# ---------------------------------------------------------------------------------------------
+
+
+def hand_iterates(f, z0, tol, max_iter):
+    """u_0..u_K of the plain iteration, no graph, stopping at max_b ||u_k - u_{k-1}|| <= tol."""
+    us = [z0]
+    with torch.no_grad():
+        for _ in range(max_iter):
+            new = f(us[-1])
+            d = new - us[-1]
+            res = max(float(d[i].norm()) for i in range(d.shape[0]))
+            us.append(new)
+            if res <= tol:
+                break
+    return us
+
+
+@pytest.mark.parametrize("tol,max_iter", [(1e-6, 100), (1e-12, 7)], ids=["converges", "hits-max-iter"])
+def test_unrolled_full_equals_hand_unroll(op, tol, max_iter):
+    us = hand_iterates(op.f, op.z0, tol, max_iter)
+    K = len(us) - 1
+    z = op.z0
+    for _ in range(K + 1):  # K iterations, then the output application, all with a graph
+        z = op.f(z)
+    ref = op.grad(z)
+    out, st = fixed_point(op.f, op.z0, "unrolled", tol=tol, max_iter=max_iter)
+    assert relerr(op.grad(out), ref) < 1e-12
+    assert st.fwd_iters == K and st.f_evals == K + 1 and st.bwd_matvecs == K
+    assert st.fwd_converged == (max_iter == 100)
+    # it is neither JFB nor IFT at this depth
+    assert relerr(ref, op.grads_from_adjoint(op.G)) > 1e-3
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+def test_unrolled_window_equals_hand_window(op, k):
+    tol, max_iter = 1e-6, 100
+    us = hand_iterates(op.f, op.z0, tol, max_iter)
+    K = len(us) - 1
+    assert K + 1 > k
+    z = us[K + 1 - k].detach()  # the last k applications end at u_{K+1}
+    for _ in range(k):
+        z = op.f(z)
+    ref = op.grad(z)
+    out, st = fixed_point(op.f, op.z0, "unrolled", window=k, tol=tol, max_iter=max_iter)
+    assert relerr(op.grad(out), ref) < 1e-12
+    assert st.fwd_iters == K and st.bwd_matvecs == k - 1 and st.f_evals == K + k
+    # a different window gives a different gradient
+    z = us[K + 2 - k].detach()
+    for _ in range(k - 1):
+        z = op.f(z)
+    assert relerr(op.grad(z), ref) > 1e-9
+
+
+def test_unrolled_window_longer_than_solve_is_full_unroll(op):
+    full = op.grad(fixed_point(op.f, op.z0, "unrolled", tol=1e-4, max_iter=100)[0])
+    K = len(hand_iterates(op.f, op.z0, 1e-4, 100)) - 1
+    for window in (K + 1, K + 10):
+        out, st = fixed_point(op.f, op.z0, "unrolled", window=window, tol=1e-4, max_iter=100)
+        assert relerr(op.grad(out), full) < 1e-13
+        assert st.bwd_matvecs == K
+
+
+# ---------------------------------------------------------------------------------------------
+# convolutional operator with batch norm in train mode: samples are coupled
+# ---------------------------------------------------------------------------------------------
+
+
+class ConvBN:
+    B, C, H = 4, 2, 5
+
+    def __init__(self, seed=3):
+        g = torch.Generator().manual_seed(seed)
+        C = self.C
+        self.Kz = (0.4 * torch.randn(C, C, 3, 3, generator=g, dtype=DT)).requires_grad_()
+        self.Kx = (0.5 * torch.randn(C, C, 3, 3, generator=g, dtype=DT)).requires_grad_()
+        self.gamma = (1 + 0.1 * torch.randn(C, generator=g, dtype=DT)).requires_grad_()
+        self.beta = (0.1 * torch.randn(C, generator=g, dtype=DT)).requires_grad_()
+        self.x = torch.randn(self.B, C, self.H, self.H, generator=g, dtype=DT).requires_grad_()
+        self.G = torch.randn(self.B, C, self.H, self.H, generator=g, dtype=DT)
+        self.z0 = torch.zeros_like(self.G)
+        self.params = (self.Kz, self.Kx, self.gamma, self.beta, self.x)
+        self.z_star = solve_exact(self.f, self.z0)
+
+    def f(self, z):
+        h = F.conv2d(z, self.Kz, padding=1) + F.conv2d(self.x, self.Kx, padding=1)
+        return 0.5 * torch.tanh(F.batch_norm(h, None, None, self.gamma, self.beta, training=True))
+
+    @torch.no_grad()
+    def dense_jacobian(self):
+        """df/dz over the whole batch flattened into one vector (N x N), built by hand:
+        A = diag(0.5 tanh'(y)) J_bn K, with K the convolution as a block-diagonal matrix and
+        J_bn the train-mode batch-norm Jacobian, dense across the batch within each channel."""
+        B, C, H = self.B, self.C, self.H
+        n, P = C * H * H, H * H
+        basis = torch.eye(n, dtype=DT).view(n, C, H, H)
+        K = torch.block_diag(*[F.conv2d(basis, self.Kz, padding=1).reshape(n, n).T] * B)
+        h = F.conv2d(self.z_star, self.Kz, padding=1) + F.conv2d(self.x, self.Kx, padding=1)
+        J_bn = torch.zeros(B * n, B * n, dtype=DT)
+        y = torch.empty_like(h)
+        m = B * P
+        for c in range(C):
+            idx = torch.tensor([b * n + c * P + q for b in range(B) for q in range(P)])
+            v = h[:, c].reshape(-1)  # ordered as idx
+            s = torch.sqrt(((v - v.mean()) ** 2).mean() + 1e-5)  # biased variance, as in training
+            xh = (v - v.mean()) / s
+            y[:, c] = (self.gamma[c] * xh + self.beta[c]).view(B, H, H)
+            blk = self.gamma[c] / s * (torch.eye(m, dtype=DT) - 1.0 / m - torch.outer(xh, xh) / m)
+            J_bn[idx[:, None], idx[None, :]] = blk
+        D = 0.5 * (1 - torch.tanh(y) ** 2).reshape(-1)
+        return D[:, None] * (J_bn @ K)
+
+    def grad(self, out):
+        return torch.autograd.grad(out, self.params, self.G)
+
+    def grads_from_adjoint(self, w):
+        z = self.z_star.clone().requires_grad_()
+        return torch.autograd.grad(self.f(z), self.params, w)
+
+
+@pytest.fixture(scope="module")
+def conv():
+    c = ConvBN()
+    A = c.dense_jacobian()
+    N = A.shape[0]
+    w = torch.linalg.solve((torch.eye(N, dtype=DT) - A).T, c.G.reshape(-1)).view_as(c.G)
+    c.A, c.ref = A, c.grads_from_adjoint(w)
+    return c
+
+
+def test_conv_bn_couples_samples(conv):
+    """Sanity of the setting: the Jacobian is a contraction with large cross-sample blocks."""
+    A, n = conv.A, conv.C * conv.H * conv.H
+    off = A.clone()
+    for i in range(conv.B):
+        off[i * n : (i + 1) * n, i * n : (i + 1) * n] = 0
+    assert float(torch.linalg.matrix_norm(A, 2)) < 0.9
+    assert float(torch.linalg.matrix_norm(off, 2)) > 0.05
+
+
+@pytest.mark.parametrize(
+    "backward",
+    [dict(backward="cg", cg_scope="batch"), dict(backward="fixed_point"), dict(backward="anderson")],
+    ids=["cg-batch", "fixed_point", "anderson"],
+)
+def test_ift_equals_dense_ift_conv_bn(conv, backward):
+    out, st = fixed_point(conv.f, conv.z0, "ift", **TIGHT, **BTIGHT, **backward)
+    got = conv.grad(out)
+    assert st.fwd_converged and st.bwd_converged
+    assert relerr(got, conv.ref) < 1e-6
+
+
+def test_per_sample_cg_is_wrong_with_batch_norm(conv):
+    """Per-sample CG treats the coupled Jacobian as block diagonal: why the authors removed BN."""
+    out, st = fixed_point(conv.f, conv.z0, "ift", backward="cg", cg_scope="sample", **TIGHT, **BTIGHT)
+    assert relerr(conv.grad(out), conv.ref) > 5e-3
+
+
+def test_jfb_conv_bn_equals_one_application(conv):
+    out, st = fixed_point(conv.f, conv.z0, "jfb", **TIGHT)
+    ref = conv.grads_from_adjoint(conv.G)
+    assert relerr(conv.grad(out), ref) < 1e-9
+    assert relerr(ref, conv.ref) > 1e-2
+    assert st.jac_matvecs == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# independent checks on operator families used nowhere else
+# ---------------------------------------------------------------------------------------------
+
+
+def test_linear_operator_closed_form():
+    """f(z) = z M^T + x N^T + b: z* = (I - M)^{-1}(N x + b) and dl/dz* has a closed form."""
+    g = torch.Generator().manual_seed(3)
+    n, p, B = 5, 3, 2
+    M = torch.randn(n, n, generator=g, dtype=DT)
+    M = (0.7 * M / torch.linalg.matrix_norm(M, 2)).requires_grad_()
+    N = torch.randn(n, p, generator=g, dtype=DT).requires_grad_()
+    b = torch.randn(n, generator=g, dtype=DT).requires_grad_()
+    x = torch.randn(B, p, generator=g, dtype=DT).requires_grad_()
+    G = torch.randn(B, n, generator=g, dtype=DT)
+    f = lambda z: z @ M.T + x @ N.T + b  # noqa: E731
+    with torch.no_grad():
+        Minv = torch.linalg.inv(torch.eye(n, dtype=DT) - M)
+        z_star = (x @ N.T + b) @ Minv.T
+        V = G @ Minv  # row i is ((I - M)^{-T} g_i)^T
+        ref = (V.T @ z_star, V.T @ x, V.sum(0), V @ N)  # dl/dM, dl/dN, dl/db, dl/dx
+        jfb_ref = (G.T @ z_star, G.T @ x, G.sum(0), G @ N)
+    P = (M, N, b, x)
+    for kw in (dict(backward="cg"), dict(backward="fixed_point"), dict(backward="anderson")):
+        out, _ = fixed_point(f, torch.zeros(B, n, dtype=DT), "ift", **TIGHT, **BTIGHT, **kw)
+        assert float((out.detach() - z_star).abs().max()) < 1e-10
+        assert relerr(torch.autograd.grad(out, P, G), ref) < 1e-8
+    out, _ = fixed_point(f, torch.zeros(B, n, dtype=DT), "jfb", **TIGHT)
+    assert relerr(torch.autograd.grad(out, P, G), jfb_ref) < 1e-9
+
+
+def test_softplus_mlp_against_finite_differences():
+    """IFT on f(z) = W2 softplus(W1 z + U x + c) + d, checked by central differences of z*(theta)."""
+    g = torch.Generator().manual_seed(4)
+    n, h, p, B = 4, 5, 3, 2
+    W1 = torch.randn(h, n, generator=g, dtype=DT)
+    W2 = torch.randn(n, h, generator=g, dtype=DT)
+    W1 = W1 / torch.linalg.matrix_norm(W1, 2)
+    W2 = 0.7 * W2 / torch.linalg.matrix_norm(W2, 2)
+    P = [W1, W2, torch.randn(h, p, generator=g, dtype=DT), 0.3 * torch.randn(h, generator=g, dtype=DT),
+         0.3 * torch.randn(n, generator=g, dtype=DT), torch.randn(B, p, generator=g, dtype=DT)]
+    P = [t.requires_grad_() for t in P]
+    G = torch.randn(B, n, generator=g, dtype=DT)
+
+    def make_f(W1, W2, U, c, d, x):
+        return lambda z: F.softplus(z @ W1.T + x @ U.T + c) @ W2.T + d
+
+    z0 = torch.zeros(B, n, dtype=DT)
+    out, st = fixed_point(make_f(*P), z0, "ift", backward="cg", **TIGHT, **BTIGHT)
+    grads = torch.autograd.grad(out, P, G)
+
+    def loss(Q):
+        return float((G * solve_exact(make_f(*Q), z0, iters=200)).sum())
+
+    eps = 1e-5
+    for i in range(len(P)):
+        for _ in range(2):
+            d = torch.randn(P[i].shape, generator=g, dtype=DT)
+            Qp = [t.detach() + (eps * d if j == i else 0) for j, t in enumerate(P)]
+            Qm = [t.detach() - (eps * d if j == i else 0) for j, t in enumerate(P)]
+            fd = (loss(Qp) - loss(Qm)) / (2 * eps)
+            an = float((grads[i] * d).sum())
+            assert abs(fd - an) <= 1e-6 * max(abs(fd), 1e-3), (i, fd, an)
