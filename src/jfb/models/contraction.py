@@ -1,0 +1,118 @@
+"""Contraction control for the latent operator R: one strategy object per choice.
+
+The paper builds a scalar gamma into R and otherwise relies on training ("in our experiments we
+found this unnecessary"); the authors' code adds an empirical rescaling. The choices:
+
+* ``"lipschitz"`` (:class:`LipschitzRescale`): the authors' ``normalize_lip_const``, done right.
+  After each optimizer step it estimates the Lipschitz ratio of R in u at the last training batch,
+  ``mean ||R(u+n1, v+n2) - R(u, v+n2)|| / mean ||n1||`` (norms over channels at each position, as
+  the authors; n1, n2 standard Gaussian from the global torch RNG, so a seeded run is reproducible),
+  at that batch's detached fixed point u and v = Q(d). When the ratio exceeds gamma it multiplies
+  the weight and bias of every latent conv by ``(gamma / ratio) ** (1 / lat_layers)``. It returns
+  ``{"lip_rescaled": 0 or 1, "lip_ratio_max": ratio, "lip_factor_min": factor}`` (factor 1.0 when
+  nothing was rescaled).
+  Unlike the authors' code it never runs in eval mode, never runs between the solve and the
+  gradient application of a batch (so u* is always the fixed point of the operator that is
+  differentiated), and its probe passes leave the latent batch-norm running statistics untouched.
+* ``"spectral"`` (:class:`SpectralNorm`): ``torch.nn.utils.parametrizations.spectral_norm`` on the
+  latent convs (gamma stays inside R). The normalised weight is computed once per forward (one
+  power iteration per training forward) and reused by every application of R in the solve.
+* ``"none"`` (:class:`NoControl`).
+
+None of them guarantees a contraction: the skip connections, the batch norm and the activations
+are not controlled (the same holds for the authors' code).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Dict, Optional, Tuple
+
+import torch
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .blocks import latent_bn_policy
+from .latent import LatentOperator
+
+
+class ContractionControl:
+    name = "base"
+
+    def attach(self, R: LatentOperator) -> None:
+        """Called once when the model is built."""
+
+    def forward_context(self, R: LatentOperator) -> ContextManager:
+        """Context around every forward pass of the model."""
+        return nullcontext()
+
+    def observe(self, u_star: torch.Tensor, v: torch.Tensor) -> None:
+        """Called by a training-mode forward with graph, with the detached fixed point and Q(d)."""
+
+    def after_step(self, R: LatentOperator, training: bool) -> Dict[str, float]:
+        """Called after each optimizer step; returns what it did, for the logs."""
+        return {}
+
+
+class NoControl(ContractionControl):
+    name = "none"
+
+
+class SpectralNorm(ContractionControl):
+    name = "spectral"
+
+    def attach(self, R):
+        for conv in R.latent_convs():
+            spectral_norm(conv)
+
+    @contextmanager
+    def forward_context(self, R):
+        with parametrize.cached():
+            # Compute each normalised weight now, with autograd as the caller has it, so the cache
+            # the no_grad solve reuses also carries the graph of the final (gradient) application.
+            for conv in R.latent_convs():
+                conv.weight
+            yield
+
+
+class LipschitzRescale(ContractionControl):
+    name = "lipschitz"
+
+    def __init__(self):
+        self._last: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    def observe(self, u_star, v):
+        self._last = (u_star.detach(), v.detach())
+
+    @torch.no_grad()
+    def after_step(self, R, training):
+        last, self._last = self._last, None
+        if not training or last is None:
+            return {}
+        u, v = last
+        noise_u = torch.randn_like(u)
+        noise_v = torch.randn_like(v)
+        v_noisy = v + noise_v
+        with latent_bn_policy(R, "frozen"):
+            dR = (R(u + noise_u, v_noisy) - R(u, v_noisy)).norm(dim=1).mean()
+        ratio = float(dR / noise_u.norm(dim=1).mean())  # one sync per step, after the optimizer step
+        # A diverged solve (inf/nan iterates) gives no usable estimate: report it, change nothing.
+        rescale = math.isfinite(ratio) and ratio > R.gamma
+        factor = (R.gamma / ratio) ** (1.0 / R.lat_layers) if rescale else 1.0
+        if rescale:
+            for conv in R.latent_convs():
+                conv.weight.mul_(factor)
+                if conv.bias is not None:
+                    conv.bias.mul_(factor)
+        # Keys follow the trainer's per-epoch aggregation: plain keys are summed (the number of
+        # rescales), "_max"/"_min" keep the extremes (largest ratio seen, strongest rescale).
+        return {"lip_rescaled": int(rescale), "lip_ratio_max": ratio, "lip_factor_min": factor}
+
+CONTRACTIONS = {c.name: c for c in (LipschitzRescale, SpectralNorm, NoControl)}
+
+
+def make_contraction(name: str) -> ContractionControl:
+    try:
+        return CONTRACTIONS[name]()
+    except KeyError:
+        raise ValueError(f"contraction={name!r} is not one of {tuple(CONTRACTIONS)}") from None
