@@ -1,0 +1,134 @@
+"""Checks on a resolved run config, before anything is loaded, built or written.
+
+Each problem is reported as one message naming the key, the value given and what is allowed.
+"""
+from __future__ import annotations
+
+import re
+from numbers import Integral, Real
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message says which key, what was given and what is allowed."""
+
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{key} is missing from the config")
+        node = node[part]
+    return node
+
+
+def _fail(key, value, allowed):
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _int(cfg, key, lo=None, optional=False):
+    v = _get(cfg, key)
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, Integral) or (lo is not None and v < lo):
+        _fail(key, v, f"expected an integer >= {lo}" + (" or null" if optional else "") + f", e.g. {key}={max(lo or 0, 1)}")
+
+
+def _num(cfg, key, lo=None, lo_open=False, hi=None, optional=False, example=None):
+    v = _get(cfg, key)
+    if v is None and optional:
+        return
+    bad = isinstance(v, bool) or not isinstance(v, Real) or v != v
+    if not bad and lo is not None:
+        bad = v <= lo if lo_open else v < lo
+    if not bad and hi is not None:
+        bad = v > hi
+    if bad:
+        rng = []
+        if lo is not None:
+            rng.append(f"{'>' if lo_open else '>='} {lo}")
+        if hi is not None:
+            rng.append(f"<= {hi}")
+        _fail(key, v, "expected a number " + " and ".join(rng) + (" or null" if optional else "")
+              + (f", e.g. {key}={example}" if example is not None else ""))
+
+
+def _choice(cfg, key, choices, optional=False):
+    v = _get(cfg, key)
+    if v is None and optional:
+        return
+    if v not in choices:
+        _fail(key, v, f"expected one of {', '.join(map(str, choices))}")
+
+
+def _bool(cfg, key):
+    v = _get(cfg, key)
+    if not isinstance(v, bool):
+        _fail(key, v, "expected true or false")
+
+
+def validate(cfg: dict) -> None:
+    """Raise :class:`ConfigError` on the first invalid setting of a resolved config."""
+    from ..core import make_method
+    from ..core.norms import RESIDUALS, STOPS
+    from ..core.solvers import SOLVERS
+    from ..data import DATASETS
+    from ..models import MODELS
+
+    _choice(cfg, "dataset.name", sorted(DATASETS))
+    _choice(cfg, "dataset.source", ["torchvision", "synthetic"])
+    _choice(cfg, "model.name", sorted(MODELS))
+    _bool(cfg, "model.latent_bn")
+    _bool(cfg, "model.implicit")
+    _choice(cfg, "model.contraction", ["lipschitz", "spectral", "none"])
+    _num(cfg, "model.gamma", lo=0, lo_open=True, hi=1, optional=True, example=0.5)
+
+    _choice(cfg, "solver.name", sorted(SOLVERS))
+    _num(cfg, "solver.tol", lo=0, lo_open=True, example=1e-4)
+    _int(cfg, "solver.max_iter", lo=1)
+    _choice(cfg, "solver.stop", list(STOPS))
+    _choice(cfg, "solver.residual", list(RESIDUALS))
+
+    _num(cfg, "optimizer.lr", lo=0, lo_open=True, example=1e-3)
+    _num(cfg, "optimizer.weight_decay", lo=0, example=0)
+    _int(cfg, "optimizer.scheduler.step_size", lo=1)
+    _num(cfg, "optimizer.scheduler.gamma", lo=0, lo_open=True, example=0.5)
+
+    _int(cfg, "trainer.epochs", lo=1)
+    _int(cfg, "trainer.batch_size", lo=1)
+    _int(cfg, "trainer.test_batch_size", lo=1)
+    _int(cfg, "trainer.max_batches", lo=1, optional=True)
+    _num(cfg, "trainer.capped_warn_frac", lo=0, hi=1, optional=True)
+    _num(cfg, "trainer.capped_fail_frac", lo=0, hi=1, optional=True)
+    _int(cfg, "seed", lo=0)
+    dev = _get(cfg, "device")
+    if not (isinstance(dev, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", dev)):
+        _fail("device", dev, "expected auto, cpu, cuda or cuda:N")
+    fault = cfg.get("fault") or {}
+    if "kill_in" in fault:
+        _choice(cfg, "fault.kill_in", ["eval", "checkpoint"], optional=True)
+    for k in ("nan_loss_at_step", "kill_at_step", "kill_at_epoch", "disk_full_at_epoch"):
+        if k in fault:
+            _int(cfg, f"fault.{k}", lo=0, optional=True)
+    _choice(cfg, "logger.name", ["wandb", "none"])
+    if cfg["logger"]["name"] == "wandb":
+        _choice(cfg, "logger.mode", ["online", "offline", "disabled"], optional=True)
+        if "init_timeout" in cfg["logger"]:
+            _num(cfg, "logger.init_timeout", lo=0, lo_open=True, optional=True, example=30)
+
+    if cfg["model"]["implicit"]:
+        opts = {k: v for k, v in (cfg["method"].get("options") or {}).items() if v is not None}
+        try:
+            m = make_method(cfg["method"]["name"], **opts)
+            m.check(cfg["solver"]["name"])
+        except ValueError as e:
+            raise ConfigError(f"method={cfg['method']['name']!r} with method.options={opts}: {e}") from None
+        if opts.get("cg_scope") == "sample" and cfg["model"]["latent_bn"]:
+            raise ConfigError(
+                "method.options.cg_scope='sample' with model.latent_bn=true is contradictory: batch norm in "
+                "train mode couples the samples of a batch, so per-sample CG solves the wrong system. "
+                "Use method.options.cg_scope=batch, or model.latent_bn=false (the paper's Jacobian-based networks)"
+            )
+    else:
+        if cfg["method"].get("options"):
+            raise ConfigError(f"method.options={cfg['method']['options']} given for an explicit network, which "
+                              "has no fixed point; remove them or choose an implicit method")
