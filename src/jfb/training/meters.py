@@ -49,6 +49,7 @@ class EpochMeter:
         self.fwd_iters = []
         self.capped = 0
         self.bwd_iters = []
+        self.bwd_missed = 0  # adjoint solves that stopped at their cap without meeting their tolerance
         self.jac_matvecs = 0
         self.saved_bytes = 0
         self.extra: dict = {}
@@ -67,6 +68,8 @@ class EpochMeter:
         self.capped += int(not stats.fwd_converged)
         if stats.bwd_iters is not None:
             self.bwd_iters.append(stats.bwd_iters)
+        if stats.bwd_converged is False:
+            self.bwd_missed += 1
         self.jac_matvecs += stats.jac_matvecs * batch_size
 
     def add_info(self, info: dict) -> None:
@@ -91,5 +94,8 @@ class EpochMeter:
             "fwd_iters_max": max(it) if it else None,
             "capped_frac": (self.capped / len(it)) if it else None,
             "bwd_iters_mean": (sum(self.bwd_iters) / len(self.bwd_iters)) if self.bwd_iters else None,
+            # batches whose adjoint solve missed its tolerance: their update is applied all the same
+            # (the authors' code skipped such batches silently), and counted here
+            "bwd_capped_frac": (self.bwd_missed / len(self.bwd_iters)) if self.bwd_iters else None,
             "jac_matvecs": self.jac_matvecs,
         }

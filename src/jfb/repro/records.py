@@ -1,0 +1,241 @@
+"""Reading run records and turning them into table cells.
+
+A run folder holds ``summary.json`` (final figures and status) and ``metrics.jsonl`` (one line per
+epoch), written by the trainer. Only runs whose status is ``completed`` give numbers; every other
+state (failed, interrupted, running, no summary, no run at all) becomes a visible word in its cell.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .sweeps import RunSpec
+
+COMPLETED = "completed"
+
+
+@dataclass
+class Record:
+    path: Path
+    summary: dict
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status") or "incomplete"
+
+    @property
+    def seed(self) -> int | None:
+        s = self.summary.get("seed")
+        return None if s is None else int(s)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+
+def _get(d, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _identity_from_config(path: Path) -> dict:
+    """The identity of a run with no (readable) summary.json, read from its resolved config.yaml."""
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:
+        return {}
+    return {
+        "dataset": _get(cfg, "dataset", "name"),
+        "method_label": _get(cfg, "method", "label"),
+        "latent_bn": _get(cfg, "model", "latent_bn"),
+        "tol": _get(cfg, "solver", "tol"),
+        "seed": _get(cfg, "seed"),
+        "profile": _get(cfg, "profile"),
+        "status": "incomplete",
+    }
+
+
+def load_run(folder: Path) -> Record | None:
+    """The record of one run folder, or None if the folder holds no run."""
+    summary_path = folder / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except json.JSONDecodeError:
+            summary = {"status": "unreadable"}
+            summary.update({k: v for k, v in _identity_from_config(folder / "config.yaml").items() if k != "status"})
+    elif (folder / "config.yaml").is_file():
+        summary = _identity_from_config(folder / "config.yaml")
+    else:
+        return None
+    metrics: list[dict] = []
+    metrics_path = folder / "metrics.jsonl"
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a killed run; what came before stands
+    return Record(folder, summary, metrics)
+
+
+def load_records(runs_dir: Path, profile: str | None = None) -> list[Record]:
+    """All run records under ``runs_dir`` (one folder per run). Records stamped with another profile
+    are left out, so a folder shared by mistake cannot mix profiles."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        rec = load_run(folder)
+        if rec is None:
+            continue
+        rec_profile = rec.summary.get("profile")
+        if profile is not None and rec_profile not in (None, profile):
+            continue
+        out.append(rec)
+    return out
+
+
+@dataclass
+class Selection:
+    """The records of one run spec, by expected seed."""
+
+    spec: RunSpec
+    seeds: tuple[int, ...]
+    by_seed: dict[int, list[Record]]
+    missing_word: str = "missing"
+
+    def completed(self) -> list[Record]:
+        return [recs[0] for s, recs in self.by_seed.items() if len(recs) == 1 and recs[0].completed]
+
+    def gap(self, seed: int) -> str | None:
+        """Why ``seed`` gives no number (None when it does)."""
+        recs = self.by_seed.get(seed, [])
+        if not recs:
+            return self.missing_word
+        if len(recs) > 1:
+            return f"ambiguous ({len(recs)} records)"
+        return None if recs[0].completed else recs[0].status
+
+    def gaps(self) -> dict[int, str]:
+        return {s: g for s in self.seeds if (g := self.gap(s)) is not None}
+
+
+def select(records: list[Record], spec: RunSpec, seeds: tuple[int, ...], missing_word: str = "missing") -> Selection:
+    by_seed: dict[int, list[Record]] = {s: [] for s in seeds}
+    for rec in records:
+        if rec.seed in by_seed and spec.matches(rec.summary):
+            by_seed[rec.seed].append(rec)
+    return Selection(spec, tuple(seeds), by_seed, missing_word)
+
+
+@dataclass
+class Cell:
+    """One cell of ours: the text shown, and the numbers behind it for the CSV."""
+
+    text: str
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    note: str = ""
+
+
+def gap_text(gaps: dict[int, str], seeds: tuple[int, ...]) -> str:
+    words = set(gaps.values())
+    if len(words) == 1 and len(gaps) == len(seeds):
+        return next(iter(words))
+    return ", ".join(f"s{s} {w}" for s, w in sorted(gaps.items()))
+
+
+def aggregate(values: list[float], seeds: tuple[int, ...], gaps: dict[int, str], fmt: Callable[[float], str]) -> Cell:
+    """mean ± std (n=...) over the values of the completed seeds; gaps are named, never filled."""
+    note = gap_text(gaps, seeds) if gaps else ""
+    if not values:
+        return Cell(note or "missing", note=note or "missing")
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    text = fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std, mean)}"
+    if gaps:
+        text += f" (n={len(values)}; {note})"
+    elif len(seeds) > 1:
+        text += f" (n={len(values)})"
+    return Cell(text, mean, std, len(values), note)
+
+
+def cell(sel: Selection, value: Callable[[Record], float | None], fmt: Callable[[float], str]) -> Cell:
+    """A cell of one quantity of a run spec over its seeds. A completed run that did not measure the
+    quantity (e.g. GPU memory on a CPU) gives "n/a"."""
+    done = sel.completed()
+    vals = [value(r) for r in done]
+    if any(v is None for v in vals):
+        return Cell("n/a", note="not measured")
+    return aggregate([float(v) for v in vals], sel.seeds, sel.gaps(), fmt)
+
+
+def const_cell(sel: Selection, value: Callable[[Record], float | None], fmt: Callable[[float], str]) -> Cell:
+    """A property of the configuration that no seed changes (the parameter count): one value, read
+    from the completed runs; the gaps only when no run completed."""
+    vals = {value(r) for r in sel.completed()}
+    if not vals:
+        return aggregate([], sel.seeds, sel.gaps(), fmt)
+    if None in vals:
+        return Cell("n/a", note="not measured")
+    if len(vals) > 1:
+        return Cell("differs across seeds: " + ", ".join(fmt(v) for v in sorted(vals)), note="differs across seeds")
+    v = float(vals.pop())
+    return Cell(fmt(v), v, None, len(sel.completed()))
+
+
+def ratio_cell(num: Selection, den: Selection, value: Callable[[Record], float | None],
+               fmt: Callable[[float], str], num_name: str, den_name: str) -> Cell:
+    """Per-seed ratio num/den over the seeds where both completed (paired), as mean ± std."""
+    ratios, gaps = [], {}
+    for s in num.seeds:
+        g_num, g_den = num.gap(s), den.gap(s)
+        if g_num or g_den:  # name the first run of the pair that gives no number
+            gaps[s] = f"{num_name} {g_num}" if g_num else f"{den_name} {g_den}"
+            continue
+        a, b = value(num.by_seed[s][0]), value(den.by_seed[s][0])
+        if a is None or b is None or b == 0:
+            return Cell("n/a", note="not measured")
+        ratios.append(float(a) / float(b))
+    return aggregate(ratios, num.seeds, gaps, fmt)
+
+
+def hardware(records: list[Record]) -> str:
+    names = []
+    for r in records:
+        dev = r.summary.get("device_name") or r.summary.get("device") or "unknown"
+        if dev not in names:
+            names.append(dev)
+    return "; ".join(names) if names else "— (no completed run)"
+
+
+def versions(records: list[Record]) -> str:
+    seen = []
+    for r in records:
+        v = r.summary.get("versions") or {}
+        text = ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "torchvision", "jfb") if v.get(k)) or "unknown"
+        if text not in seen:
+            seen.append(text)
+    return "; ".join(seen) if seen else "— (no completed run)"
+
+
+def commits(records: list[Record]) -> str:
+    seen = []
+    for r in records:
+        c = r.summary.get("commit") or "unknown"
+        if c not in seen:
+            seen.append(c)
+    return ", ".join(seen) if seen else "— (no completed run)"
