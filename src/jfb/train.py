@@ -106,7 +106,21 @@ def _task(cfg: DictConfig):
         sys.exit(1)
 
 
+def _check_experiment(argv: list) -> None:
+    """An unknown ``experiment=`` preset: list the presets (Hydra's own message does not)."""
+    root = Path(CONFIG_DIR) / "experiment"
+    for arg in argv:
+        if not arg.startswith("experiment=") or "(" in arg:  # leave sweep functions (glob, choice) to Hydra
+            continue
+        for name in arg.split("=", 1)[1].split(","):
+            if name not in ("", "null") and not (root / f"{name}.yaml").is_file():
+                known = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+                print(f"error: experiment={name} is not a preset; choose one of: {', '.join(known)}", file=sys.stderr)
+                sys.exit(2)
+
+
 def main() -> None:
+    _check_experiment(sys.argv[1:])
     _task()
 
 

@@ -30,7 +30,7 @@ def fixed_point(
 
     ``z`` is ``f(z*)`` carrying the autograd graph of the chosen gradient ``method`` ("jfb",
     "ift", "unrolled", "neumann", or a :class:`GradientMethod`); its options (``backward``,
-    ``backward_tol``, ``backward_max_iter``, ``cg_scope``, ``window``, ``terms``) go in
+    ``backward_tol``, ``backward_max_iter``, ``cg_scope``, ``backward_residual``, ``window``, ``terms``) go in
     ``method_options``. With autograd disabled (evaluation), ``z`` is z* itself and no graph is built.
 
     ``solver`` is "picard" (the paper's Algorithm 1) or "anderson" (``solver_options``: m, lam,

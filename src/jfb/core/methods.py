@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import torch
 
 from .adjoint import BACKWARDS, JacobianProducts, solve_cg, solve_iterative
+from .norms import RESIDUALS
 from .stats import SolverStats
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -115,8 +116,11 @@ class IFT(_AdjointMethod):
         backward_tol: Optional[float] = None,
         backward_max_iter: Optional[int] = None,
         cg_scope: str = "batch",
+        backward_residual: Optional[str] = None,
         **backward_options,
     ):
+        if backward_residual is not None and backward_residual not in RESIDUALS:
+            raise ValueError(f"backward_residual={backward_residual!r} is not one of {RESIDUALS}")
         if backward not in BACKWARDS:
             raise ValueError(f"backward={backward!r} is not one of {BACKWARDS}")
         if backward_tol is not None and not backward_tol > 0:
@@ -134,16 +138,20 @@ class IFT(_AdjointMethod):
         self.backward_tol = backward_tol
         self.backward_max_iter = backward_max_iter
         self.cg_scope = cg_scope
+        # None: the forward rule. "sample" with the forward's "pixel" is the authors' pairing (their
+        # CG stops on the Euclidean norm of each sample's normal-equation residual).
+        self.backward_residual = backward_residual
         self.backward_options = backward_options
 
     def adjoint(self, g, prod, ctx):
         tol = ctx.tol if self.backward_tol is None else self.backward_tol
         max_iter = ctx.max_iter if self.backward_max_iter is None else self.backward_max_iter
+        residual = ctx.residual if self.backward_residual is None else self.backward_residual
         if self.backward == "cg":
-            r = solve_cg(g, prod, tol, max_iter, ctx.residual, ctx.stop, scope=self.cg_scope)
+            r = solve_cg(g, prod, tol, max_iter, residual, ctx.stop, scope=self.cg_scope)
         else:
             solver = "picard" if self.backward == "fixed_point" else "anderson"
-            r = solve_iterative(g, prod, tol, max_iter, ctx.residual, ctx.stop, solver, **self.backward_options)
+            r = solve_iterative(g, prod, tol, max_iter, residual, ctx.stop, solver, **self.backward_options)
         s = ctx.stats
         s.bwd_iters, s.bwd_residual, s.bwd_converged = r.iters, r.residual, r.converged
         s.bwd_matvecs += r.matvecs

@@ -37,6 +37,8 @@ def save_checkpoint(folder: Path, epoch: int, state: dict, keep: int = 2) -> Pat
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
         old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+    for stale in folder.glob(".epoch_*.tmp"):  # half-written by a process that died (the run folder is locked)
+        stale.unlink(missing_ok=True)
     return path
 
 

@@ -12,9 +12,14 @@ import torch
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from .validate import ConfigError
+
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but no CUDA device is available; use device=auto or device=cpu")
+        raise ConfigError(f"device={name} was asked for but no CUDA device is available; use device=auto or device=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} was asked for but this machine has {torch.cuda.device_count()} CUDA "
+                          "device(s); use device=auto or device=cuda:0")
     return dev
 
 
@@ -39,10 +44,12 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # A checkpoint loaded with map_location=cuda brings the generator states onto the GPU; torch
+    # wants them as CPU byte tensors.
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def device_name(device: torch.device) -> str:

@@ -4,6 +4,7 @@ Each problem is reported as one message naming the key, the value given and what
 """
 from __future__ import annotations
 
+import inspect
 import re
 from numbers import Integral, Real
 
@@ -33,7 +34,7 @@ def _int(cfg, key, lo=None, optional=False):
         _fail(key, v, f"expected an integer >= {lo}" + (" or null" if optional else "") + f", e.g. {key}={max(lo or 0, 1)}")
 
 
-def _num(cfg, key, lo=None, lo_open=False, hi=None, optional=False, example=None):
+def _num(cfg, key, lo=None, lo_open=False, hi=None, optional=False, example=None, hi_open=False):
     v = _get(cfg, key)
     if v is None and optional:
         return
@@ -41,13 +42,13 @@ def _num(cfg, key, lo=None, lo_open=False, hi=None, optional=False, example=None
     if not bad and lo is not None:
         bad = v <= lo if lo_open else v < lo
     if not bad and hi is not None:
-        bad = v > hi
+        bad = v >= hi if hi_open else v > hi
     if bad:
         rng = []
         if lo is not None:
             rng.append(f"{'>' if lo_open else '>='} {lo}")
         if hi is not None:
-            rng.append(f"<= {hi}")
+            rng.append(f"{'<' if hi_open else '<='} {hi}")
         _fail(key, v, "expected a number " + " and ".join(rng) + (" or null" if optional else "")
               + (f", e.g. {key}={example}" if example is not None else ""))
 
@@ -80,13 +81,37 @@ def validate(cfg: dict) -> None:
     _bool(cfg, "model.latent_bn")
     _bool(cfg, "model.implicit")
     _choice(cfg, "model.contraction", ["lipschitz", "spectral", "none"])
-    _num(cfg, "model.gamma", lo=0, lo_open=True, hi=1, optional=True, example=0.5)
+    _num(cfg, "model.gamma", lo=0, lo_open=True, hi=1, hi_open=True, optional=True, example=0.5)
+    spec = DATASETS[cfg["dataset"]["name"]]
+    if cfg["dataset"].get("augment") and spec.augmentation is None:
+        _fail("dataset.augment", True, f"dataset {spec.name} has no training augmentation (the authors used none); "
+              "use dataset.augment=null or false")
+    if cfg["dataset"].get("svhn_extra") and "extra" not in spec.extra_splits:
+        _fail("dataset.svhn_extra", True, f"dataset {spec.name} has no 'extra' split; use dataset.svhn_extra=false")
+    size = cfg["dataset"].get("synthetic_size")
+    if cfg["dataset"]["source"] == "synthetic" and not (
+            isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(n, Integral) and not isinstance(n, bool) and n >= 1 for n in size)):
+        _fail("dataset.synthetic_size", size, "expected [train, test] sample counts >= 1, e.g. "
+              "dataset.synthetic_size=[512,256]")
 
     _choice(cfg, "solver.name", sorted(SOLVERS))
     _num(cfg, "solver.tol", lo=0, lo_open=True, example=1e-4)
     _int(cfg, "solver.max_iter", lo=1)
     _choice(cfg, "solver.stop", list(STOPS))
     _choice(cfg, "solver.residual", list(RESIDUALS))
+    solver_opts = cfg["solver"].get("options") or {}
+    known = list(inspect.signature(SOLVERS[cfg["solver"]["name"]]).parameters)[5:]  # after (g, z0, tol, max_iter, measure)
+    for k in solver_opts:
+        if k not in known:
+            raise ConfigError(f"solver.options.{k} is not an option of solver={cfg['solver']['name']!r}; its options "
+                              f"are: {', '.join(known) or 'none'}")
+    if "m" in solver_opts:
+        _int(cfg, "solver.options.m", lo=1)
+    if "lam" in solver_opts:
+        _num(cfg, "solver.options.lam", lo=0, example=1e-4)
+    if "beta" in solver_opts:
+        _num(cfg, "solver.options.beta", lo=0, lo_open=True, example=1.0)
 
     _num(cfg, "optimizer.lr", lo=0, lo_open=True, example=1e-3)
     _num(cfg, "optimizer.weight_decay", lo=0, example=0)

@@ -1,0 +1,35 @@
+"""One full JFB epoch on real MNIST with evaluation, through the real entry point (``jfb.train``)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run(data_dir: str, device: str = "cpu", threads: int | None = None, log=print) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "jfb.train", "experiment=paper/mnist", "method=jfb", f"paths.data_dir={data_dir}",
+               "logger=none", "trainer.epochs=1", f"paths.output_root={tmp}", "trainer.progress=false",
+               "trainer.checkpoint=false", f"device={device}"]
+        env = None
+        if threads:
+            import os
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            log(p.stdout[-2000:] + p.stderr[-2000:])
+            return {"ok": False, "cmd": " ".join(cmd), "returncode": p.returncode, "stderr_tail": p.stderr[-2000:]}
+        summary = json.loads(next(Path(tmp).glob("*/summary.json")).read_text())
+        row = json.loads(next(Path(tmp).glob("*/metrics.jsonl")).read_text().splitlines()[-1])
+    out = {"ok": True, "cmd": " ".join(cmd), "train_s": row["epoch_time_s"], "eval_s": row["eval_time_s"],
+           "epoch_with_eval_s": row["epoch_time_s"] + row["eval_time_s"], "warmup_s": summary.get("warmup_time_s"),
+           "process_wall_s": wall, "test_acc": row["test_acc"], "train_acc": row["train_acc"],
+           "fwd_iters_mean": row.get("fwd_iters_mean"), "device_name": summary.get("device_name")}
+    log(f"  epoch: train {out['train_s']:.1f} s + eval {out['eval_s']:.1f} s, test acc {out['test_acc']:.2f}%, "
+        f"process wall {wall:.1f} s")
+    return out
