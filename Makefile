@@ -9,6 +9,7 @@ PROFILE ?= quick
 SEEDS ?= 0
 DATA_DIR ?= $(or $(JFB_DATA_DIR),data)
 PYTEST_ARGS ?=
+BENCH_ARGS ?= --quick
 export WANDB_MODE ?= offline
 
 .PHONY: help venv test test-faults reproduce-table table bench data clean-venv
@@ -37,8 +38,8 @@ reproduce-table: venv  ## run the missing runs of PROFILE (paper|quick|smoke), t
 table: venv  ## rebuild results/PROFILE/ tables and figures from existing run records only
 	$(PY) -m jfb.repro.tables --profile $(PROFILE)
 
-bench: venv  ## benchmark every gradient method (time split, memory vs depth) into results/bench/
-	$(PY) -m jfb.bench
+bench: venv  ## benchmark every gradient method (time split, memory vs depth) into results/bench/ (BENCH_ARGS="--quick")
+	$(PY) -m jfb.bench $(BENCH_ARGS)
 
 data: venv  ## download the datasets torchvision can download into DATA_DIR
 	$(PY) scripts/download_data.py --data-dir "$(DATA_DIR)"

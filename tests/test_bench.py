@@ -10,12 +10,7 @@ from jfb.bench import __main__ as bench
 from jfb.bench import depth, paper_step
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_depth_sweep_runs_exact_depths_and_memory_is_flat_for_jfb_and_ift():

@@ -9,13 +9,7 @@ from jfb.core import IFT, JFB, fixed_point
 
 DT = torch.float64
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tanh_op(seed=0, B=3, n=6, p=4):

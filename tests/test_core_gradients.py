@@ -18,13 +18,7 @@ from jfb.core import fixed_point
 
 DT = torch.float64
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def relerr(got, ref):

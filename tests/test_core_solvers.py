@@ -12,13 +12,7 @@ from jfb.core.solvers import anderson, picard
 
 DT = torch.float64
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def affine_contraction(eigs, seed=0, B=2):

@@ -16,14 +16,7 @@ LATENT = {"mnist": (32, 9, 9), "svhn": (64, 8, 8), "cifar10": (35, 10, 10)}
 BATCH = {"mnist": 8, "svhn": 6, "cifar10": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tensors here are tiny: a second OpenMP thread buys nothing, and on a shared 2-core machine
-    # its spin-waits slow every op down by an order of magnitude.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def opts(method="jfb", tol=1e-3, max_iter=100, **kw):
