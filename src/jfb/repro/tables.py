@@ -68,28 +68,17 @@ def fmt_sci(x: float, ref: float | None = None) -> str:
 
 # ---------------------------------------------------------------- values read from a record
 
-def v_acc(r: Record):
-    return r.summary.get("test_acc")
+def summary_field(key: str):
+    """A getter of one summary field of a record."""
+    return lambda r: r.summary.get(key)
 
 
-def v_params(r: Record):
-    return r.summary.get("params")
-
-
-def v_time(r: Record):
-    return r.summary.get("time_per_epoch_s")
-
-
-def v_peak(r: Record):
-    return r.summary.get("peak_memory_mb")
-
-
-def v_saved(r: Record):
-    return r.summary.get("saved_for_backward_mb")
-
-
-def v_fwd_iters(r: Record):
-    return r.summary.get("fwd_iters_mean")
+v_acc = summary_field("test_acc")
+v_params = summary_field("params")
+v_time = summary_field("time_per_epoch_s")
+v_peak = summary_field("peak_memory_mb")
+v_saved = summary_field("saved_for_backward_mb")
+v_fwd_iters = summary_field("fwd_iters_mean")
 
 
 def v_matvecs_per_epoch(r: Record):
