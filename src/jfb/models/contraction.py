@@ -90,8 +90,8 @@ class LipschitzRescale(ContractionControl):
         if not training or last is None:
             return {}
         u, v = last
-        noise_u = torch.randn_like(u)
-        noise_v = torch.randn_like(v)
+        noise_u = _randn_like(u)
+        noise_v = _randn_like(v)
         v_noisy = v + noise_v
         with latent_bn_policy(R, "frozen"):
             dR = (R(u + noise_u, v_noisy) - R(u, v_noisy)).norm(dim=1).mean()
@@ -107,6 +107,16 @@ class LipschitzRescale(ContractionControl):
         # Keys follow the trainer's per-epoch aggregation: plain keys are summed (the number of
         # rescales), "_max"/"_min" keep the extremes (largest ratio seen, strongest rescale).
         return {"lip_rescaled": int(rescale), "lip_ratio_max": ratio, "lip_factor_min": factor}
+
+def _randn_like(t: torch.Tensor) -> torch.Tensor:
+    """``randn_like`` drawn in logical (NCHW) order, then laid out like ``t``: on a CPU, drawing
+    straight into a channels_last tensor takes ~8x longer (15.6 against 2.0 ms for the MNIST latent
+    of a batch of 100), which made this probe the most expensive part of a training step."""
+    z = torch.randn(t.shape, dtype=t.dtype, device=t.device)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        z = z.contiguous(memory_format=torch.channels_last)
+    return z
+
 
 CONTRACTIONS = {c.name: c for c in (LipschitzRescale, SpectralNorm, NoControl)}
 
