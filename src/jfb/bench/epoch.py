@@ -1,12 +1,14 @@
 """One full JFB epoch on real MNIST with evaluation, through the real entry point (``jfb.train``)."""
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ..training.records import read_json, read_metrics
 
 
 def run(data_dir: str, device: str = "cpu", threads: int | None = None, log=print) -> dict:
@@ -24,8 +26,8 @@ def run(data_dir: str, device: str = "cpu", threads: int | None = None, log=prin
         if p.returncode != 0:
             log(p.stdout[-2000:] + p.stderr[-2000:])
             return {"ok": False, "cmd": " ".join(cmd), "returncode": p.returncode, "stderr_tail": p.stderr[-2000:]}
-        summary = json.loads(next(Path(tmp).glob("*/summary.json")).read_text())
-        row = json.loads(next(Path(tmp).glob("*/metrics.jsonl")).read_text().splitlines()[-1])
+        run_dir = next(Path(tmp).glob("*/summary.json")).parent
+        summary, row = read_json(run_dir / "summary.json"), read_metrics(run_dir / "metrics.jsonl")[-1]
     out = {"ok": True, "cmd": " ".join(cmd), "train_s": row["epoch_time_s"], "eval_s": row["eval_time_s"],
            "epoch_with_eval_s": row["epoch_time_s"] + row["eval_time_s"], "warmup_s": summary.get("warmup_time_s"),
            "process_wall_s": wall, "test_acc": row["test_acc"], "train_acc": row["train_acc"],
