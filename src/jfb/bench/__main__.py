@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..runtime import retain_host_memory
 from . import adjoint, depth, epoch, paper_step, report
 from .timing import hardware, resolve_device
 
@@ -44,6 +45,7 @@ def main(argv=None) -> dict:
     a = parse(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    retain_host_memory()
     dev = resolve_device(a.device)
     gpu = dev.type == "cuda"
     depths = tuple(int(x) for x in a.depths.split(",")) if a.depths else ((10, 50, 200) if a.quick else DEPTHS)

@@ -11,10 +11,12 @@ from torch import nn
 from .blocks import act, conv3x3
 from .latent import OutputScaledR
 from .spec import NetSpec
+from .stem import StemSequential
 
 
 def make_Q() -> nn.Module:
-    return nn.Sequential(
+    # the first four modules run fused in training (jfb.models.stem): same function, ~3x less work
+    return StemSequential(
         conv3x3(1, 16), nn.BatchNorm2d(16), act(), nn.MaxPool2d(kernel_size=3),
         conv3x3(16, 32), nn.BatchNorm2d(32), act(),
     )
