@@ -65,6 +65,7 @@ def test_fused_stem_is_used_in_training_with_grad_only():
     x = torch.randn(3, 1, 9, 9, dtype=torch.float64)
     assert _applies(x, conv, bn, act, pool)
     assert not _applies(x.clone().requires_grad_(), conv, bn, act, pool)  # input gradients: run unfused
+    assert not _applies(x.to("meta"), conv, bn, act, pool)  # measured on a CPU only: elsewhere unfused
     with torch.no_grad():
         assert not _applies(x, conv, bn, act, pool)
     fused.eval()

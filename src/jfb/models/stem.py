@@ -22,8 +22,8 @@ plus backward of the stage at batch 100 on 2 CPU cores: 6.2 against 9.2 ms, abou
 The result equals the unfused stage up to rounding (float64 tests: 1e-12), including the running
 statistics' update (unbiased variance, momentum). Gradient ties in the pool fall where PyTorch's
 max pool puts them on z (the unfused stage breaks ties on the rounded BN output).
-Used only in training with autograd and an input that needs no gradient (the network's data);
-elsewhere the modules run one by one.
+Used only on a CPU (where it was measured), in training with autograd, on an input that needs no
+gradient (the network's data); elsewhere the modules run one by one.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _applies(x: torch.Tensor, conv, bn, act, pool) -> bool:
             and isinstance(pool, nn.MaxPool2d)):
         return False
     k = conv.kernel_size[0]
-    return (bn.training and torch.is_grad_enabled() and not x.requires_grad and bn.affine
+    return (x.device.type == "cpu" and bn.training and torch.is_grad_enabled() and not x.requires_grad and bn.affine
             and conv.kernel_size == (k, k) and k % 2 == 1 and conv.padding == (k // 2, k // 2)
             and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.padding_mode == "zeros" and isinstance(pool.kernel_size, int)
