@@ -263,7 +263,7 @@ def main(argv=None):
     workers = {side: _start(ctx, worker, side, a) for side in ("authors", "ours")}
     allocators = {}
     for side, (_, conn) in workers.items():
-        tag, allocators[side] = conn.recv()
+        _, allocators[side] = conn.recv()
     rec = {f"{who}-{k}": {"ms": [], "fwd": [], "bwd": []} for who in ("authors", "ours") for k in ("jfb", "cg")}
     for b in range(a.batches):
         order = [("authors", "jfb"), ("ours", "jfb"), ("authors", "cg"), ("ours", "cg")]

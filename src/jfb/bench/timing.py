@@ -48,7 +48,8 @@ def fmt(s: Dict[str, float], digits: int = 1) -> str:
 def hardware(device: torch.device) -> dict:
     """What produced the numbers: device, threads, load on the machine, versions."""
     info = {"device": str(device), "device_name": env.device_name(device), "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "host_allocator": host_allocator(), "versions": env.versions(), "commit": env.git_commit(),
+            "cpu_count": os.cpu_count(), "host_allocator": host_allocator(), "versions": env.versions(),
+            "commit": env.git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     try:
         info["load_average"] = list(os.getloadavg())

@@ -14,7 +14,8 @@ plus backward of the stage at batch 100 on 2 CPU cores: 6.2 against 9.2 ms, abou
 * With X the im2col patch of a position (``Cin*k*k`` values), ``z_c = w_c . X + b_c``. The batch
   statistics follow from the patch mean m and covariance C over all ``N*H*W`` positions:
   ``mu_c = w_c . m + b_c``, ``sigma_c^2 = w_c C w_c^T`` (C from the centred patches, a 9x9 matrix
-  for MNIST; the small algebra after it in float64). The conv bias cancels and gets a zero gradient, as it does exactly in the unfused stage.
+  for MNIST; the small algebra after it in float64). The conv bias cancels: its gradient is exactly
+  zero here (the unfused stage returns rounding noise for it).
 * Backward: with ``g`` the gradient of the normalised selected values and ``r = 1/sqrt(var + eps)``,
   ``dL/dw_c = r_c (sum_sel g X_sel - m sum_sel g) - r_c^2 (sum_sel g zhat) C w_c^T``; the sum over
   selected patches is one matrix product with the gradient scattered to the selected positions.
