@@ -213,29 +213,28 @@ def ratio_cell(num: Selection, den: Selection, value: Callable[[Record], float |
     return aggregate(ratios, num.seeds, gaps, fmt)
 
 
-def hardware(records: list[Record]) -> str:
-    names = []
+def _distinct(records: list[Record], value, sep: str) -> str:
+    """The distinct values of ``value(summary)`` over the records, in order of first appearance."""
+    seen: list[str] = []
     for r in records:
-        dev = r.summary.get("device_name") or r.summary.get("device") or "unknown"
-        if dev not in names:
-            names.append(dev)
-    return "; ".join(names) if names else "— (no completed run)"
+        v = value(r.summary)
+        if v not in seen:
+            seen.append(v)
+    return sep.join(seen) if seen else "— (no completed run)"
+
+
+def hardware(records: list[Record]) -> str:
+    return _distinct(records, lambda s: s.get("device_name") or s.get("device") or "unknown", "; ")
+
+
+def _versions_text(summary: dict) -> str:
+    v = summary.get("versions") or {}
+    return ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "torchvision", "jfb") if v.get(k)) or "unknown"
 
 
 def versions(records: list[Record]) -> str:
-    seen = []
-    for r in records:
-        v = r.summary.get("versions") or {}
-        text = ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "torchvision", "jfb") if v.get(k)) or "unknown"
-        if text not in seen:
-            seen.append(text)
-    return "; ".join(seen) if seen else "— (no completed run)"
+    return _distinct(records, _versions_text, "; ")
 
 
 def commits(records: list[Record]) -> str:
-    seen = []
-    for r in records:
-        c = r.summary.get("commit") or "unknown"
-        if c not in seen:
-            seen.append(c)
-    return ", ".join(seen) if seen else "— (no completed run)"
+    return _distinct(records, lambda s: s.get("commit") or "unknown", ", ")
