@@ -34,6 +34,19 @@ def test_every_experiment_and_method_composes_and_validates(experiment, method):
     validate(cfg)
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_paper_presets_and_the_model_registry_agree(experiment):
+    """The authors' settings live twice: in configs/experiment/paper/*.yaml (what runs) and in the
+    NetSpec defaults of jfb.models (what build_model uses when called without options). Same values."""
+    from jfb.models import MODELS
+
+    cfg = _compose(f"experiment={experiment}")
+    spec = MODELS[cfg["dataset"]["name"]]
+    s, fp = cfg["solver"], spec.fixed_point_options
+    assert (s["tol"], s["max_iter"], s["stop"], s["residual"]) == (fp["tol"], fp["max_iter"], fp["stop"], fp["residual"])
+    assert cfg["model"]["gamma"] == spec.gamma
+
+
 def test_paper_presets_hold_the_authors_settings():
     m = _compose("experiment=paper/mnist")
     assert (m["solver"]["tol"], m["solver"]["max_iter"], m["solver"]["residual"]) == (0.1, 50, "pixel")
