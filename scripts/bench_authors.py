@@ -112,18 +112,24 @@ def authors_cg_step(net, opt, d, labels, cg_batch):
     return depth, info["niter"], None
 
 
+def authors_net(a, architecture: str):
+    """Their ``MNIST_FPN`` at the HEAD driver's settings, imported from the checkout in ``a.authors_dir``."""
+    if str(Path(a.authors_dir).resolve()) not in sys.path:
+        sys.path.insert(0, str(Path(a.authors_dir).resolve()))
+    from Networks import MNIST_FPN  # noqa: E402  (the authors' code, from their checkout)
+
+    return MNIST_FPN(lat_layers=2, num_channels=32, contraction_factor=GAMMA, architecture=architecture)
+
+
 class Authors:
     def __init__(self, a):
         import torch
 
-        sys.path.insert(0, str(Path(a.authors_dir).resolve()))
-        from BatchCG import cg_batch  # noqa: E402  (the authors' code, from their checkout)
-        from Networks import MNIST_FPN  # noqa: E402
+        torch.manual_seed(0)
+        self.nets = {"jfb": authors_net(a, "FPN"), "cg": authors_net(a, "Jacobian")}
+        from BatchCG import cg_batch  # noqa: E402  (the authors' code; authors_net put the checkout on the path)
 
         self.cg_batch = cg_batch
-        torch.manual_seed(0)
-        self.nets = {"jfb": MNIST_FPN(lat_layers=2, num_channels=32, contraction_factor=GAMMA, architecture="FPN"),
-                     "cg": MNIST_FPN(lat_layers=2, num_channels=32, contraction_factor=GAMMA, architecture="Jacobian")}
         self.opts = {k: torch.optim.Adam(n.parameters(), lr=LR, weight_decay=WD) for k, n in self.nets.items()}
         for n in self.nets.values():
             n.train()
@@ -142,11 +148,8 @@ def authors_epoch(a) -> dict:
     """One JFB epoch with evaluation, as their ``train_class_net`` and ``get_stats`` run it at HEAD."""
     import torch
 
-    sys.path.insert(0, str(Path(a.authors_dir).resolve()))
-    from Networks import MNIST_FPN  # noqa: E402
-
     torch.manual_seed(0)
-    net = MNIST_FPN(lat_layers=2, num_channels=32, contraction_factor=GAMMA, architecture="FPN")
+    net = authors_net(a, "FPN")
     opt = torch.optim.Adam(net.parameters(), lr=LR, weight_decay=WD)
     net.train()
     train, test = authors_loader(a.data_dir, 100), authors_loader(a.data_dir, 400, train=False)
