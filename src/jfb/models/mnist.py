@@ -11,12 +11,10 @@ from torch import nn
 from .blocks import act, conv3x3
 from .latent import OutputScaledR
 from .spec import NetSpec
-from .stem import StemSequential
 
 
 def make_Q() -> nn.Module:
-    # the first four modules run fused in CPU training (jfb.models.stem): same function, less work
-    return StemSequential(
+    return nn.Sequential(
         conv3x3(1, 16), nn.BatchNorm2d(16), act(), nn.MaxPool2d(kernel_size=3),
         conv3x3(16, 32), nn.BatchNorm2d(32), act(),
     )
