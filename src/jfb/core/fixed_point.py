@@ -5,6 +5,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from . import hooks as _hooks
 from .methods import GradientMethod, SolveContext, make_method
 from .norms import check_rule, residual_fn
 from .solvers import get_solver
@@ -54,6 +55,8 @@ def fixed_point(
     m = make_method(method, **method_options)
     m.check(solver)
     stats = SolverStats(method=m.name, solver=solver, max_iter=max_iter, tol=float(tol))
+    if _hooks.ACTIVE:  # override_method / capture_fixed_points (hooks.py); one check when unused
+        m, f = _hooks.intercept(m, f, stats)
     ctx = SolveContext(solve, solver, float(tol), max_iter, residual, stop, residual_fn(residual, stop), stats, solver_options)
     if not torch.is_grad_enabled():
         return ctx.solve(f, z0), stats
