@@ -1,11 +1,15 @@
 """The public entry point: evaluation without a graph, what the forward pass keeps for backward,
-and argument validation."""
+argument validation, and the option schemas of the registries (jfb.core.options)."""
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
 
-from jfb.core import IFT, JFB, fixed_point
+from jfb.core import IFT, JFB, fixed_point, make_method, options
+from jfb.core.methods import METHODS as METHOD_CLASSES
+from jfb.core.solvers import SOLVERS
 
 DT = torch.float64
 
@@ -24,7 +28,7 @@ def tanh_op(seed=0, B=3, n=6, p=4):
 METHODS = [
     ("jfb", {}),
     ("ift", {}),
-    ("ift", {"backward": "fixed_point"}),
+    ("ift", {"backward": "picard"}),
     ("neumann", {"terms": 3}),
     ("unrolled", {}),
     ("unrolled", {"window": 3}),
@@ -107,14 +111,18 @@ BAD = [
     (dict(max_iter=0), "max_iter"),
     (dict(max_iter=2.5), "max_iter"),
     (dict(method="broyden_jfb"), "broyden_jfb"),
-    (dict(solver="broyden"), "broyden"),
+    (dict(solver="newton"), "newton"),
     (dict(stop="l1"), "stop"),
     (dict(residual="channel"), "residual"),
     (dict(method="ift", backward="lu"), "lu"),
     (dict(method="ift", backward_tol=0), "backward_tol"),
     (dict(method="ift", backward_max_iter=0), "backward_max_iter"),
     (dict(method="ift", cg_scope="pixel"), "cg_scope"),
-    (dict(method="ift", backward="fixed_point", m=3), "anderson"),
+    (dict(method="ift", cg_start="x0"), "cg_start"),
+    (dict(method="ift", backward="fixed_point"), "use backward='picard'"),
+    (dict(method="ift", backward="picard", m=3), "check_every"),
+    (dict(method="ift", m=3), "backward='cg'"),
+    (dict(method="ift", backward="broyden", m=0), "m=0"),
     (dict(method="ift", backward="anderson", memory=3), "memory"),
     (dict(method="jfb", backward="cg"), "backward"),
     (dict(method="neumann", terms=-1), "terms"),
@@ -122,6 +130,11 @@ BAD = [
     (dict(method="unrolled", window=0), "window"),
     (dict(method="unrolled", windw=2), "windw"),
     (dict(method="unrolled", solver="anderson"), "anderson"),
+    (dict(method="unrolled", solver="broyden"), "broyden"),
+    (dict(solver="picard", solver_options={"check_every": 0}), "check_every=0"),
+    (dict(solver="picard", solver_options={"check_every": 2.0}), "check_every"),
+    (dict(solver="broyden", solver_options={"m": 0}), "m=0"),
+    (dict(solver="anderson", solver_options={"beta": 0}), "beta"),
     (dict(solver="anderson", solver_options={"mem": 3}), "mem"),
     (dict(solver="picard", solver_options={"m": 3}), "m"),
 ]
@@ -134,3 +147,71 @@ def test_bad_arguments_raise_value_error(kwargs, name):
     method = kwargs.pop("method", "jfb")
     with pytest.raises(ValueError, match=name):
         fixed_point(f, z0, method, **kwargs)
+
+
+def test_bad_argument_messages_are_one_line_naming_what_is_allowed():
+    f, z0 = tanh_op()
+    with pytest.raises(ValueError) as e:
+        fixed_point(f, z0, "ift", backward="anderson", lam=-1.0)
+    msg = str(e.value)
+    assert "\n" not in msg and "lam=-1.0" in msg and ">= 0" in msg
+    with pytest.raises(ValueError) as e:
+        fixed_point(f, z0, solver="anderson", solver_options={"mem": 3})
+    assert "'mem'" in str(e.value) and "m, lam, beta" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# registries and their option schemas
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_solver_schema_matches_the_function(name):
+    """The declared options are the function's keyword arguments, with the same defaults."""
+    spec = SOLVERS[name]
+    params = list(inspect.signature(spec.fn).parameters.values())
+    assert [p.name for p in params[:5]] == ["g", "z0", "tol", "max_iter", "measure"]
+    assert {p.name: p.default for p in params[5:]} == {o.name: o.default for o in spec.options}
+    assert options.check("solver", name) == {o.name: o.default for o in spec.options}
+    assert options.schema("solver", name) == spec.options
+
+
+@pytest.mark.parametrize("name", list(METHOD_CLASSES))
+def test_method_defaults_come_from_its_schema(name):
+    m = make_method(name)
+    for o in METHOD_CLASSES[name].options:
+        assert getattr(m, o.name) == o.default
+    checked = options.check("method", name)
+    assert {o.name for o in METHOD_CLASSES[name].options} <= set(checked)
+
+
+def test_check_validates_and_fills_defaults():
+    assert options.check("solver", "anderson", {"m": 3}) == {"m": 3, "lam": 1e-4, "beta": 1.0}
+    assert options.check("solver", "anderson", {"lam": 1})["lam"] == 1.0  # an int is a number
+    got = options.check("method", "ift", {"backward": "anderson", "m": 2})
+    assert got["backward"] == "anderson" and got["backward_options"] == {"m": 2, "lam": 1e-4, "beta": 1.0}
+    assert got["cg_start"] == "g" and got["backward_tol"] is None
+    assert options.check("method", "neumann", {"terms": 0}) == {"terms": 0}
+    # a config validator names its keys
+    with pytest.raises(ValueError, match=r"^solver\.options\.m=0 is invalid: expected an integer >= 1$"):
+        options.check("solver", "anderson", {"m": 0}, where="solver.options")
+    with pytest.raises(ValueError, match=r"^method\.options\.windw is not an option of method 'unrolled'"):
+        options.check("method", "unrolled", {"windw": 2}, where="method.options")
+    with pytest.raises(ValueError, match="kind"):
+        options.check("model", "mnist", {})
+    for bad in (True, 1.5, "3", None):
+        with pytest.raises(ValueError, match="terms"):
+            options.check("method", "neumann", {"terms": bad})
+    for bad in (float("nan"), True, "1e-3"):
+        with pytest.raises(ValueError, match="backward_tol"):
+            options.check("method", "ift", {"backward_tol": bad})
+
+
+def test_describe_lists_every_option():
+    for kind in options.KINDS:
+        for name in options.names(kind):
+            text = options.describe(kind, name)
+            assert text.startswith(f"{kind} {name!r}: ")
+            for o in options.schema(kind, name):
+                assert f"{o.name} ({o.allowed()}; default {o.default!r}): {o.doc}" in text
+    assert "'picard', 'anderson', 'broyden'" in options.describe("method", "ift")

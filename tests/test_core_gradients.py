@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from jfb.core import fixed_point
+from jfb.core.adjoint import JacobianProducts, solve_cg
+from jfb.core.solvers import SOLVERS
 
 DT = torch.float64
 
@@ -97,10 +99,12 @@ BTIGHT = dict(backward_tol=1e-12, backward_max_iter=400)
 
 @pytest.mark.parametrize(
     "backward",
-    [dict(backward="cg", cg_scope="batch"), dict(backward="cg", cg_scope="sample"), dict(backward="fixed_point"), dict(backward="anderson")],
-    ids=["cg-batch", "cg-sample", "fixed_point", "anderson"],
+    [dict(backward="cg", cg_scope="batch"), dict(backward="cg", cg_scope="sample"),
+     dict(backward="cg", cg_scope="sample", cg_start="rhs"), dict(backward="picard"), dict(backward="anderson"),
+     dict(backward="broyden")],
+    ids=["cg-batch", "cg-sample", "cg-sample-rhs", "picard", "anderson", "broyden"],
 )
-@pytest.mark.parametrize("solver", ["picard", "anderson"])
+@pytest.mark.parametrize("solver", list(SOLVERS))
 def test_ift_equals_dense_ift_tanh(op, backward, solver):
     ref = op.grads_from_adjoint(op.ift_adjoint())
     out, st = fixed_point(op.f, op.z0, "ift", solver=solver, **TIGHT, **BTIGHT, **backward)
@@ -292,8 +296,9 @@ def test_conv_bn_couples_samples(conv):
 
 @pytest.mark.parametrize(
     "backward",
-    [dict(backward="cg", cg_scope="batch"), dict(backward="fixed_point"), dict(backward="anderson")],
-    ids=["cg-batch", "fixed_point", "anderson"],
+    [dict(backward="cg", cg_scope="batch"), dict(backward="picard"), dict(backward="anderson"),
+     dict(backward="broyden")],
+    ids=["cg-batch", "picard", "anderson", "broyden"],
 )
 def test_ift_equals_dense_ift_conv_bn(conv, backward):
     out, st = fixed_point(conv.f, conv.z0, "ift", **TIGHT, **BTIGHT, **backward)
@@ -339,7 +344,7 @@ def test_linear_operator_closed_form():
         ref = (V.T @ z_star, V.T @ x, V.sum(0), V @ N)  # dl/dM, dl/dN, dl/db, dl/dx
         jfb_ref = (G.T @ z_star, G.T @ x, G.sum(0), G @ N)
     P = (M, N, b, x)
-    for kw in (dict(backward="cg"), dict(backward="fixed_point"), dict(backward="anderson")):
+    for kw in (dict(backward="cg"), dict(backward="picard"), dict(backward="anderson"), dict(backward="broyden")):
         out, _ = fixed_point(f, torch.zeros(B, n, dtype=DT), "ift", **TIGHT, **BTIGHT, **kw)
         assert float((out.detach() - z_star).abs().max()) < 1e-10
         assert relerr(torch.autograd.grad(out, P, G), ref) < 1e-8
@@ -379,3 +384,112 @@ def test_softplus_mlp_against_finite_differences():
             fd = (loss(Qp) - loss(Qm)) / (2 * eps)
             an = float((grads[i] * d).sum())
             assert abs(fd - an) <= 1e-6 * max(abs(fd), 1e-3), (i, fd, an)
+
+
+# ---------------------------------------------------------------------------------------------
+# the authors' CG: cg_batch as their Jacobian-based driver calls it, written out independently
+# ---------------------------------------------------------------------------------------------
+
+
+def authors_cg(Ms, bs, atol, maxiter):
+    """Their published algorithm on dense matrices, sample by sample: systems M_i x_i = b_i with
+    M_i = J_i J_i^T, start x_i = b_i (their default guess with no preconditioner), rtol = 0. One
+    iteration updates every sample (none is frozen); after it, the solve stops if the true
+    residual ||M_i x_i - b_i|| of every sample is <= atol. At least one iteration, at most maxiter.
+    A zero denominator is replaced by 1e-8, as they do. Returns the iterates x^1.., the count, and
+    whether the tolerance was met."""
+    n = len(bs)
+    xs = [b.clone() for b in bs]
+    rs = [b - M @ x for M, b, x in zip(Ms, bs, xs)]
+    ps, rr_prev = [None] * n, [None] * n
+    history = []
+    for k in range(1, maxiter + 1):
+        for i in range(n):
+            rr = float(rs[i] @ rs[i])
+            if k == 1:
+                ps[i] = rs[i].clone()
+            else:
+                ps[i] = rs[i] + rr / (rr_prev[i] if rr_prev[i] != 0 else 1e-8) * ps[i]
+            Mp = Ms[i] @ ps[i]
+            pMp = float(ps[i] @ Mp)
+            alpha = rr / (pMp if pMp != 0 else 1e-8)
+            xs[i] = xs[i] + alpha * ps[i]
+            rs[i] = rs[i] - alpha * Mp
+            rr_prev[i] = rr
+        history.append(torch.stack(xs))
+        if all(float((M @ x - b).norm()) <= atol for M, x, b in zip(Ms, xs, bs)):
+            return history, k, True
+    return history, maxiter, False
+
+
+@pytest.fixture(scope="module")
+def cg_case():
+    """Independent samples with differently scaled incoming gradients, so that samples meet the
+    tolerance at different iterations; the dense per-sample systems of the normal equations."""
+    op = Tanh(seed=7, B=3, n=12, gamma=0.8)
+    op.G = op.G * torch.tensor([1e-3, 1.0, 30.0], dtype=DT)[:, None]
+    A = op.jacobians()
+    eye = torch.eye(A.shape[1], dtype=DT)
+    J = [eye - A[i] for i in range(A.shape[0])]
+    op.Ms = [Ji @ Ji.T for Ji in J]
+    op.bs = [Ji @ op.G[i] for i, Ji in enumerate(J)]
+    z_in = op.z_star.clone().requires_grad_()
+    op.prod = JacobianProducts(op.f(z_in), z_in)
+    return op
+
+
+def ours(op, tol, max_iter, start="rhs", scope="sample"):
+    return solve_cg(op.G, op.prod, tol, max_iter, "sample", "abs", scope=scope, start=start)
+
+
+def sample_relerr(got, ref):
+    """Largest relative error over the samples (the samples' scales differ by 3e4)."""
+    return max(float((got[i] - ref[i]).norm() / ref[i].norm()) for i in range(ref.shape[0]))
+
+
+def test_cg_options_are_the_authors_algorithm(cg_case):
+    op, atol = cg_case, 1e-8
+    hist, K, met = authors_cg(op.Ms, op.bs, atol, 200)
+    assert met and K >= 4
+    # the case exercises "no sample freezes": a sample meets atol at iteration k0 < K and its iterate
+    # moves on after that, by far more than the tolerance of the comparisons below
+    met_at = [next(k for k in range(1, K + 1) if float((op.Ms[i] @ hist[k - 1][i] - op.bs[i]).norm()) <= atol)
+              for i in range(3)]
+    i = min(range(3), key=lambda j: met_at[j])
+    assert met_at[i] < K
+    assert float((hist[K - 1][i] - hist[met_at[i] - 1][i]).norm() / hist[K - 1][i].norm()) > 1e-8
+    # every iterate: our solve capped at k iterations (a tolerance that cannot be met) is theirs at k
+    for k in range(1, K + 1):
+        r = ours(op, 1e-300, k)
+        assert r.iters == k and not r.converged
+        assert sample_relerr(r.w, hist[k - 1]) < 1e-10, k
+    # the stopping rule: same count, same solution
+    r = ours(op, atol, 200)
+    assert r.converged and r.iters == K and r.residual <= atol
+    assert sample_relerr(r.w, hist[-1]) < 1e-10
+    # at least one iteration, even when the start already meets the tolerance
+    r0 = float(max((M @ b - b).norm() for M, b in zip(op.Ms, op.bs)))
+    h1, K1, met1 = authors_cg(op.Ms, op.bs, 2 * r0, 200)
+    r = ours(op, 2 * r0, 200)
+    assert K1 == 1 and met1 and r.iters == 1 and sample_relerr(r.w, h1[0]) < 1e-10
+    # capped at maxiter and reported
+    h4, K4, met4 = authors_cg(op.Ms, op.bs, 1e-300, 4)
+    r = ours(op, 1e-300, 4)
+    assert (K4, met4) == (4, False) and (r.iters, r.converged) == (4, False)
+    # the test tells the options apart: our default start, or one CG over the batch, is another algorithm
+    for other in (ours(op, 1e-300, 2, start="g"), ours(op, 1e-300, 2, scope="batch")):
+        assert sample_relerr(other.w, hist[1]) > 1e-6
+
+
+def test_cg_options_through_fixed_point(cg_case):
+    """The same through the public API: atol = the forward tolerance, maxiter = the forward cap,
+    the authors' forward rule (per-pixel, here per entry) with the per-sample backward rule."""
+    op, tol, max_iter = cg_case, 1e-12, 300
+    _, K, met = authors_cg(op.Ms, op.bs, tol, max_iter)
+    out, st = fixed_point(op.f, op.z0, "ift", tol=tol, max_iter=max_iter, residual="pixel", backward="cg",
+                          cg_scope="sample", cg_start="rhs", backward_residual="sample")
+    got = op.grad(out)
+    assert st.fwd_converged and met and st.bwd_converged and st.bwd_iters == K
+    hist, _, _ = authors_cg(op.Ms, op.bs, tol, max_iter)
+    assert relerr(got, op.grads_from_adjoint(hist[-1])) < 1e-9
+    assert relerr(got, op.grads_from_adjoint(op.ift_adjoint())) < 1e-8

@@ -1,4 +1,5 @@
-"""Forward solvers, stopping rules and the counts in ``stats``, against hand computations (float64)."""
+"""Forward solvers, stopping rules and the counts in ``stats``, against hand computations (float64),
+and picard's ``check_every`` against the plain loop, bit for bit (float64 and float32)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import torch
 
 from jfb.core import fixed_point
 from jfb.core.norms import residual_fn
-from jfb.core.solvers import anderson, picard
+from jfb.core.solvers import SOLVERS, broyden, picard
 
 DT = torch.float64
 
@@ -30,14 +31,15 @@ def max_sample_norm(d):
     return max(math.sqrt(sum(float(v) ** 2 for v in d[i].reshape(-1))) for i in range(d.shape[0]))
 
 
-@pytest.mark.parametrize("name", ["picard", "anderson"])
+@pytest.mark.parametrize("name", list(SOLVERS))
 def test_solvers_reach_the_closed_form_fixed_point(name):
     gamma = 0.8
     g, z_star = affine_contraction([gamma, 0.5, -0.3, 0.1, -0.7])
     tol = 1e-10
-    solve = {"picard": picard, "anderson": anderson}[name]
-    res = solve(g, torch.zeros_like(z_star), tol, 1000, residual_fn("sample", "abs"))
+    res = SOLVERS[name](g, torch.zeros_like(z_star), tol, 1000, residual_fn("sample", "abs"))
     assert res.converged and res.residual <= tol
+    # the reported residual is that of the returned iterate: z = g(x) with ||z - x|| = residual
+    assert max_sample_norm(g(res.z) - res.z) <= gamma * res.residual * (1 + 1e-6) + 1e-13  # + round-off
     # returned z = g(x) with ||g(x) - x|| <= tol, so ||z - z*|| <= gamma/(1-gamma) * tol
     assert max_sample_norm(res.z - z_star) <= gamma / (1 - gamma) * tol * (1 + 1e-6)
     # and through the public API (no-grad evaluation returns z* itself)
@@ -46,15 +48,68 @@ def test_solvers_reach_the_closed_form_fixed_point(name):
     assert st.fwd_converged and max_sample_norm(z - z_star) <= gamma / (1 - gamma) * tol * (1 + 1e-6)
 
 
-def test_anderson_needs_fewer_iterations_when_ill_conditioned():
+@pytest.mark.parametrize("name,opts", [("anderson", {"m": 5}), ("broyden", {})])
+def test_accelerated_solvers_need_fewer_iterations_when_ill_conditioned(name, opts):
     eigs = torch.linspace(0.97, 0.05, 12).tolist()
     g, z_star = affine_contraction(eigs, seed=1)
     measure = residual_fn("sample", "abs")
     p = picard(g, torch.zeros_like(z_star), 1e-8, 5000, measure)
-    a = anderson(g, torch.zeros_like(z_star), 1e-8, 5000, measure, m=5)
+    a = SOLVERS[name](g, torch.zeros_like(z_star), 1e-8, 5000, measure, **opts)
     assert p.converged and a.converged
     assert a.iters * 8 < p.iters, (a.iters, p.iters)
     assert max_sample_norm(a.z - z_star) < 1e-6  # 0.97 / 0.03 * 1e-8 = 3.2e-7
+
+
+def test_broyden_finite_termination_on_a_linear_map():
+    """Broyden's method on a linear map of dimension n ends within 2n steps (Gay 1979) in exact
+    arithmetic; with a memory that keeps every update it must get to round-off within 2n + 1
+    evaluations of g, far fewer than plain iteration needs at contraction 0.95."""
+    eigs = [0.95, -0.9, 0.6, 0.3, -0.2, 0.05]
+    g, z_star = affine_contraction(eigs, seed=2, B=3)
+    measure = residual_fn("sample", "abs")
+    res = broyden(g, torch.zeros_like(z_star), 1e-11, 2 * len(eigs) + 1, measure)
+    assert res.converged, res
+    assert max_sample_norm(res.z - z_star) < 1e-9
+
+
+def test_broyden_is_per_sample():
+    """Each sample has its own inverse Jacobian: the batched iterates equal those of each sample
+    solved alone (a shared update would mix the samples' secant pairs)."""
+    g = torch.Generator().manual_seed(8)
+    n, B = 7, 4
+    W = torch.randn(n, n, generator=g, dtype=DT)
+    W = 0.9 * W / torch.linalg.matrix_norm(W, 2)
+    c = 2 * torch.randn(B, n, generator=g, dtype=DT) * torch.tensor([0.1, 1.0, 3.0, 0.5], dtype=DT)[:, None]
+    f_all = lambda z: torch.tanh(z @ W.T + c)  # noqa: E731
+    measure = residual_fn("sample", "abs")
+    for steps in (2, 5, 9):  # tol too small to be met: exactly `steps` evaluations
+        both = broyden(f_all, torch.zeros(B, n, dtype=DT), 1e-300, steps, measure)
+        assert both.iters == steps and not both.converged
+        for i in range(B):
+            one = broyden(lambda z: torch.tanh(z @ W.T + c[i : i + 1]), torch.zeros(1, n, dtype=DT), 1e-300, steps,
+                          measure)
+            assert float((both.z[i] - one.z[0]).abs().max()) <= 1e-13
+    # and it converges on this non-linear map, to the plain iteration's fixed point
+    z_ref = torch.zeros(B, n, dtype=DT)
+    for _ in range(2000):
+        z_ref = f_all(z_ref)
+    res = broyden(f_all, torch.zeros(B, n, dtype=DT), 1e-12, 200, measure)
+    assert res.converged and max_sample_norm(res.z - z_ref) < 1e-10
+    assert res.iters < 60, res.iters
+
+
+def test_broyden_memory_is_bounded_and_still_converges():
+    eigs = torch.linspace(0.97, 0.05, 12).tolist()
+    g, z_star = affine_contraction(eigs, seed=1)
+    measure = residual_fn("sample", "abs")
+    p = picard(g, torch.zeros_like(z_star), 1e-8, 5000, measure)
+    full = broyden(g, torch.zeros_like(z_star), 1e-8, 500, measure)
+    assert full.converged
+    for m in (2, 4, 16):  # each restarts from H = -I at least once before converging
+        short = broyden(g, torch.zeros_like(z_star), 1e-8, 500, measure, m=m)
+        assert short.converged and short.iters > m + 1
+        assert max_sample_norm(short.z - z_star) < 1e-6
+        assert full.iters < short.iters < p.iters // 4, (m, full.iters, short.iters, p.iters)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,10 +257,12 @@ def tanh_op(seed=0, B=3, n=6, p=4):
         ("neumann", {"terms": 4}),
         ("unrolled", {}),
         ("unrolled", {"window": 3}),
-        ("ift", {"backward": "fixed_point"}),
+        ("ift", {"backward": "picard"}),
         ("ift", {"backward": "anderson"}),
         ("ift", {"backward": "cg"}),
+        ("ift", {"backward": "broyden"}),
         ("ift", {"backward": "cg", "cg_scope": "sample"}),
+        ("ift", {"backward": "cg", "cg_scope": "sample", "cg_start": "rhs"}),
     ],
 )
 def test_stats_counts(method, opts):
@@ -233,14 +290,14 @@ def test_stats_counts(method, opts):
         assert st.bwd_matvecs == products - 1 and cf.jvp == 1 + 1 + st.bwd_iters
     else:
         assert st.bwd_matvecs == st.bwd_iters == products and cf.jvp == 0
-    assert st.jac_matvecs == st.bwd_matvecs and st.fwd_matvecs == 0
+    assert st.jac_matvecs == st.bwd_matvecs
 
 
 def test_missed_tolerance_is_reported():
     f, params, z0 = tanh_op()
-    for solver in ("picard", "anderson"):
+    for solver in SOLVERS:
         for method, opts in (("jfb", {}), ("ift", {}), ("unrolled", {}), ("unrolled", {"window": 2})):
-            if method == "unrolled" and solver == "anderson":
+            if method == "unrolled" and solver != "picard":
                 continue
             out, st = fixed_point(f, z0, method, tol=1e-14, max_iter=4, solver=solver, **opts)
             assert st.fwd_converged is False and st.hit_max_iter
@@ -254,8 +311,108 @@ def test_missed_tolerance_is_reported():
     _, st = fixed_point(f, z0, "jfb", tol=1e-14, max_iter=4)
     assert st.fwd_residual == pytest.approx(max_sample_norm(z4 - z3), rel=1e-12)
     # backward solves that miss their tolerance are reported too
-    for backward, it in (("fixed_point", 2), ("anderson", 2), ("cg", 1)):
+    for backward, it in (("picard", 2), ("anderson", 2), ("broyden", 2), ("cg", 1)):
         out, st = fixed_point(f, z0, "ift", tol=1e-12, max_iter=200, backward=backward, backward_tol=1e-14, backward_max_iter=it)
         torch.autograd.grad(out, params, torch.ones_like(out))
         assert st.fwd_converged is True
         assert st.bwd_converged is False and st.bwd_iters == it and st.bwd_residual > 1e-14
+
+
+# ---------------------------------------------------------------------------------------------
+# picard's check_every: the plain loop's result, bit for bit, with k-1 extra applications at most
+# ---------------------------------------------------------------------------------------------
+
+EVERY = [1, 2, 3, 5, 8]
+
+
+class Scripted:
+    """g(z) = z + 1 and a measure that returns the scripted residuals r_1, r_2, ... in turn (as
+    tensors of ``dtype``): the returned iterate z0 + K names the iteration K it came from."""
+
+    def __init__(self, residuals, dtype):
+        self.residuals, self.dtype = residuals, dtype
+        self.g_calls = self.m_calls = 0
+
+    def g(self, z):
+        self.g_calls += 1
+        return z + 1
+
+    def measure(self, new, old):
+        self.m_calls += 1
+        return torch.tensor(self.residuals[self.m_calls - 1], dtype=self.dtype)
+
+
+def same_result(a, b):
+    nan = math.isnan(a.residual) and math.isnan(b.residual)
+    return (torch.equal(a.z, b.z) and a.z.dtype == b.z.dtype and a.iters == b.iters and a.converged == b.converged
+            and (nan or a.residual == b.residual))
+
+
+def expected_evals(iters, converged, k, max_iter):
+    return min(math.ceil(iters / k) * k, max_iter) if converged else max_iter
+
+
+TOL = 0.1
+F32_TOL = float(torch.tensor(TOL, dtype=torch.float32))  # 0.10000000149..., just above 0.1
+SCRIPTS = {
+    "first-iteration": [0.05, 1.0, 0.01] + [1.0] * 20,
+    # first met at 7; with k=5 the block 6..10 also meets tol at 9 and 10: the first one counts
+    "mid-block-dips": [1.0, 0.5, 0.3, 0.2, 0.15, 0.12, 0.09, 0.2, 0.05, 0.01, 0.3] + [1.0] * 10,
+    "never": [1.0, float("nan"), 0.5, 0.2, 0.15, 0.12, 0.11, 0.2, 0.3, 0.4, 0.11] + [1.0] * 10,
+    # the float32 value of 0.1 is above 0.1: not met at 3 on the host, so neither on the device
+    "rounded-tol": [1.0, 0.5, F32_TOL, 0.3, 0.2, 0.09, 0.05] + [1.0] * 10,
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_check_every_scripted_residuals(script, dtype):
+    residuals, max_iter = SCRIPTS[script], 11
+    z0 = torch.zeros(2, 3, dtype=dtype)
+    plain_s = Scripted(residuals, dtype)
+    plain = picard(plain_s.g, z0, TOL, max_iter, plain_s.measure)
+    K = {"first-iteration": 1, "mid-block-dips": 7, "never": max_iter, "rounded-tol": 6}[script]
+    assert plain.iters == K and plain.converged == (script != "never")
+    assert torch.equal(plain.z, z0 + K)
+    for k in EVERY:
+        s = Scripted(residuals, dtype)
+        got = picard(s.g, z0, TOL, max_iter, s.measure, check_every=k)
+        assert same_result(got, plain), (k, got, plain)
+        assert got.evals == s.g_calls == expected_evals(K, plain.converged, k, max_iter)
+        assert got.evals - got.iters <= k - 1
+
+
+def tanh_family(dtype, seed=0, B=3, n=6, p=4):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, n, generator=g, dtype=torch.float64)
+    W = (0.8 * W / torch.linalg.matrix_norm(W, 2)).to(dtype)
+    x = torch.randn(B, p, generator=g, dtype=torch.float64).to(dtype)
+    U = 0.3 * torch.randn(n, p, generator=g, dtype=torch.float64).to(dtype)  # tanh far from saturation
+    return (lambda z: torch.tanh(z @ W.T + x @ U.T)), torch.zeros(B, n, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_check_every_equals_plain_loop_on_a_contraction(dtype):
+    """A real operator and rule; tol is set from the plain loop's own residuals so that the first hit
+    is at iteration 1, at 13 (inside a block for k = 2, 3, 5, 8), or never within max_iter."""
+    f, z0 = tanh_family(dtype)
+    measure = residual_fn("sample", "abs")
+    seen = []
+    picard(f, z0, 1e-300, 40, lambda a, b: seen.append(float(measure(a, b))) or measure(a, b))
+    assert all(a > b for a, b in zip(seen[:14], seen[1:14]))  # decreasing where the cases sit
+    cases = {"first-iteration": (seen[0], 40, 1), "mid-block": (seen[12], 40, 13), "never": (seen[10] / 2, 11, 11)}
+    for name, (tol, max_iter, K) in cases.items():
+        plain = picard(f, z0, tol, max_iter, measure)
+        assert plain.iters == K and plain.converged == (name != "never"), name
+        for k in EVERY:
+            calls = []
+            got = picard(lambda z: calls.append(1) or f(z), z0, tol, max_iter, measure, check_every=k)
+            assert same_result(got, plain), (name, k)
+            assert got.evals == len(calls) == expected_evals(K, plain.converged, k, max_iter)
+        # through the public API: same z*, the same reported depth, and every application counted
+        for k in EVERY:
+            with torch.no_grad():
+                z, st = fixed_point(f, z0, "jfb", tol=tol, max_iter=max_iter, solver_options={"check_every": k})
+            assert torch.equal(z, plain.z) and st.fwd_iters == K and st.fwd_converged == plain.converged
+            assert st.fwd_residual == plain.residual
+            assert st.f_evals == expected_evals(K, plain.converged, k, max_iter)

@@ -2,14 +2,14 @@
 
 At the fixed point z* = f(z*), with A = df/dz and the incoming gradient g = dl/dz, the exact gradient
 uses w solving ``(I - A^T) w = g``, i.e. ``w = g + A^T w`` (the paper's eq. 13-14 with
-J = I - A). Three solvers:
+J = I - A). The solvers:
 
 * ``cg``: conjugate gradient on the normal equations ``J J^T x = J g`` (x = w), as the paper did
   following Liao et al. 2018. ``scope="batch"`` runs one CG over the whole batch, which stays
   correct when samples are coupled (batch norm in train mode inside f); ``scope="sample"`` is the
   authors' per-sample CG, valid only when samples are independent.
-* ``fixed_point``: iterate ``w <- g + A^T w``.
-* ``anderson``: Anderson acceleration of the same iteration.
+* ``picard``, ``anderson``, ``broyden``: the forward solvers of :mod:`jfb.core.solvers` applied
+  to ``w <- g + A^T w`` from w = g.
 
 Products: ``A^T v`` is one vector-Jacobian product through the graph of ``z_out = f(z_in)``;
 ``A v`` uses the double-backward trick (differentiate ``A^T u`` with respect to ``u``) on a graph
@@ -22,8 +22,8 @@ from typing import Callable
 
 import torch
 
-from .norms import per_sample, residual_of
-from .solvers import get_solver
+from .norms import residual_of
+from .solvers import SOLVERS, get_solver
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,7 +70,8 @@ class JacobianProducts:
 def solve_iterative(
     g: torch.Tensor, prod: JacobianProducts, tol: float, max_iter: int, residual: str, stop: str, solver: str, **solver_options
 ) -> AdjointResult:
-    """``w = g + A^T w`` by plain iteration or Anderson, starting from w = g (the JFB adjoint)."""
+    """``w = g + A^T w`` by a forward solver of :data:`SOLVERS` ("picard", "anderson", "broyden"),
+    starting from w = g (the JFB adjoint)."""
 
     def measure(new, old):
         return residual_of(new - old, new, residual, stop)
@@ -82,13 +83,27 @@ def solve_iterative(
 
 def solve_cg(
     g: torch.Tensor, prod: JacobianProducts, tol: float, max_iter: int, residual: str, stop: str, scope: str = "batch",
-    min_iter: int = 1,
+    min_iter: int = 1, start: str = "g",
 ) -> AdjointResult:
-    """CG on ``J J^T x = J g`` with J = I - A from x0 = g; stops on the normal-equation residual (as
-    the paper), after at least ``min_iter`` iterations."""
+    """CG on ``J J^T x = J g`` with J = I - A; stops on the normal-equation residual (as the paper),
+    after at least ``min_iter`` iterations.
+
+    ``start="g"`` starts from x0 = g (the JFB adjoint); ``start="rhs"`` from x0 = b = J g, the
+    right-hand side itself, as the authors' ``cg_batch`` (its default guess, the identity
+    preconditioner applied to b). ``scope="sample"`` gives each sample its own step lengths; no
+    sample is frozen: all take every step until every sample meets the tolerance, as in
+    ``cg_batch``. With ``scope="sample"``, ``residual="sample"``, ``stop="abs"``, ``start="rhs"``,
+    ``min_iter=1`` this is the authors' algorithm: each iteration is one update of x, the test
+    after it is ``max_i ||b_i - J J^T x_i|| <= tol`` (Euclidean norm over C*H*W per sample), and
+    at least one iteration runs. One difference in rounding only: ``cg_batch`` recomputes
+    ``b - J J^T x`` for the test (two more products per iteration) where this uses the CG
+    recurrence for r, equal to it in exact arithmetic.
+    """
     if scope not in ("batch", "sample"):
         raise ValueError(f"cg scope={scope!r} is not one of ('batch', 'sample')")
-    start = prod.count
+    if start not in CG_STARTS:
+        raise ValueError(f"cg start={start!r} is not one of {CG_STARTS}")
+    start_count = prod.count
     bdims = (g.shape[0],) + (1,) * (g.dim() - 1)
 
     def dot(a, b):
@@ -101,23 +116,22 @@ def solve_cg(
         return t - prod.jvp(t)
 
     b = g - prod.jvp(g)
-    x = g.clone()
+    x = g if start == "g" else b
     r = b - M(x)
-    p = r.clone()
+    p = r
     rs = dot(r, r)
     res = float(residual_of(r, b, residual, stop))
     it = 0
     # At least one iteration, as the authors' batched CG: with an absolute tolerance and a
-    # batch-mean loss, g is small enough that the start x0 = g (the JFB adjoint) often meets the
-    # tolerance already, which would make "Jacobian-based" training silently identical to JFB.
+    # batch-mean loss, g is small enough that the start often meets the tolerance already, which
+    # would make "Jacobian-based" training silently identical to JFB (x0 = g) or to w = J g.
     while (res > tol or it < min_iter) and it < max_iter:
         it += 1
         Mp = M(p)
         pMp = dot(p, Mp)
+        # pMp = 0 only when p = 0 (J J^T is positive definite on a contraction): that sample (or
+        # batch) has r = 0 and takes no step; cg_batch gets the same 0 from 0 / 1e-8.
         alpha = torch.where(pMp > 0, rs / torch.where(pMp > 0, pMp, torch.ones_like(pMp)), torch.zeros_like(pMp))
-        if scope == "sample":  # freeze samples that already meet the tolerance, as per-sample CG does
-            done = per_sample(r, b, residual, stop) <= tol
-            alpha = torch.where(done.view(bdims), torch.zeros_like(alpha), alpha)
         x = x + alpha * p
         r = r - alpha * Mp
         res = float(residual_of(r, b, residual, stop))
@@ -125,7 +139,8 @@ def solve_cg(
         beta = torch.where(rs > 0, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), torch.zeros_like(rs))
         p = r + beta * p
         rs = rs_new
-    return AdjointResult(x, it, res, res <= tol, prod.count - start)
+    return AdjointResult(x, it, res, res <= tol, prod.count - start_count)
 
 
-BACKWARDS = ("cg", "fixed_point", "anderson")
+CG_STARTS = ("g", "rhs")
+BACKWARDS = ("cg",) + tuple(SOLVERS)  # CG on the normal equations, or a forward solver on w = g + A^T w

@@ -8,10 +8,8 @@ import torch
 from . import hooks as _hooks
 from .methods import GradientMethod, SolveContext, make_method
 from .norms import check_rule, residual_fn
-from .solvers import get_solver
+from .solvers import check_solver_options, get_solver
 from .stats import SolverStats
-
-_SOLVER_OPTIONS = {"picard": set(), "anderson": {"m", "lam", "beta"}}
 
 
 def fixed_point(
@@ -31,13 +29,15 @@ def fixed_point(
 
     ``z`` is ``f(z*)`` carrying the autograd graph of the chosen gradient ``method`` ("jfb",
     "ift", "unrolled", "neumann", or a :class:`GradientMethod`); its options (``backward``,
-    ``backward_tol``, ``backward_max_iter``, ``cg_scope``, ``backward_residual``, ``window``, ``terms``) go in
-    ``method_options``. With autograd disabled (evaluation), ``z`` is z* itself and no graph is built.
+    ``backward_tol``, ``backward_max_iter``, ``cg_scope``, ``cg_start``, ``backward_residual``,
+    ``window``, ``terms``) go in ``method_options``. With autograd disabled (evaluation), ``z`` is
+    z* itself and no graph is built.
 
-    ``solver`` is "picard" (the paper's Algorithm 1) or "anderson" (``solver_options``: m, lam,
-    beta). The solve stops when the largest residual ``z_{k+1} - z_k`` is at most ``tol``
-    (``stop="rel"``: divided by the size of z_{k+1}), measured per ``residual`` ("sample" or
-    "pixel", see :mod:`jfb.core.norms`), or after ``max_iter`` applications of f.
+    ``solver`` is "picard" (the paper's Algorithm 1; ``solver_options``: check_every), "anderson"
+    (m, lam, beta) or "broyden" (m); see ``jfb.core.options.describe("solver", name)``. The solve
+    stops when the largest residual ``z_{k+1} - z_k`` is at most ``tol`` (``stop="rel"``: divided
+    by the size of z_{k+1}), measured per ``residual`` ("sample" or "pixel", see
+    :mod:`jfb.core.norms`), or after ``max_iter`` applications of f.
 
     ``stats`` (:class:`SolverStats`) reports iterations, residual and convergence of the forward
     solve; the backward fields are filled when the gradient is computed (``loss.backward()``).
@@ -48,10 +48,7 @@ def fixed_point(
         raise ValueError(f"max_iter={max_iter!r} must be an integer >= 1")
     check_rule(residual, stop)
     solve = get_solver(solver)
-    solver_options = dict(solver_options or {})
-    unknown = set(solver_options) - _SOLVER_OPTIONS[solver]
-    if unknown:
-        raise ValueError(f"solver {solver!r} does not take options {sorted(unknown)}")
+    solver_options = check_solver_options(solver, solver_options)
     m = make_method(method, **method_options)
     m.check(solver)
     stats = SolverStats(method=m.name, solver=solver, max_iter=max_iter, tol=float(tol))

@@ -11,18 +11,22 @@ network's latent output ``z = f(z*)`` carrying the autograd graph that method wa
 * :class:`Unrolled`: backpropagation through the plain iterations (all, or the last ``window``
   applications of f; ``window=1`` is JFB).
 
-No code outside this module branches on a method's name: use :func:`make_method`.
+Each class declares its options once (``options``, a tuple of :class:`~jfb.core.options.Option`);
+the constructor checks them. No code outside this module branches on a method's name: use
+:func:`make_method`.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .adjoint import BACKWARDS, JacobianProducts, solve_cg, solve_iterative
+from .adjoint import BACKWARDS, CG_STARTS, JacobianProducts, solve_cg, solve_iterative
 from .norms import RESIDUALS
+from .options import Option, check_schema
+from .solvers import SOLVERS
 from .stats import SolverStats
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -48,7 +52,7 @@ class SolveContext:
             res = self.solver(f, z0, self.tol, self.max_iter, self.measure, **self.solver_options)
         s = self.stats
         s.fwd_iters, s.fwd_residual, s.fwd_converged = res.iters, res.residual, res.converged
-        s.f_evals += res.iters
+        s.f_evals += res.evals  # more than iters when picard's check_every ran past the first hit
         return res.z
 
     def apply(self, f: Operator, z: torch.Tensor) -> torch.Tensor:
@@ -58,7 +62,27 @@ class SolveContext:
 
 
 class GradientMethod:
+    """A gradient method; subclasses set ``name`` and declare ``options``."""
+
     name = "base"
+    options: Tuple[Option, ...] = ()
+
+    def __init__(self, **options):
+        for k, v in self.check_options(options).items():
+            setattr(self, k, v)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], where: Optional[str] = None) -> Dict[str, Any]:
+        """``options`` validated against the schema and filled with defaults (ValueError otherwise)."""
+        return check_schema(cls.options, options, f"method {cls.name!r}", where)
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+    @classmethod
+    def describe_extra(cls) -> str:
+        return ""
 
     def __call__(self, f: Operator, z0: torch.Tensor, ctx: SolveContext) -> torch.Tensor:
         raise NotImplementedError
@@ -110,48 +134,57 @@ class IFT(_AdjointMethod):
 
     name = "ift"
 
-    def __init__(
-        self,
-        backward: str = "cg",
-        backward_tol: Optional[float] = None,
-        backward_max_iter: Optional[int] = None,
-        cg_scope: str = "batch",
-        backward_residual: Optional[str] = None,
-        **backward_options,
-    ):
-        if backward_residual is not None and backward_residual not in RESIDUALS:
-            raise ValueError(f"backward_residual={backward_residual!r} is not one of {RESIDUALS}")
-        if backward not in BACKWARDS:
-            raise ValueError(f"backward={backward!r} is not one of {BACKWARDS}")
-        if backward_tol is not None and not backward_tol > 0:
-            raise ValueError(f"backward_tol={backward_tol!r} must be > 0")
-        if backward_max_iter is not None and backward_max_iter < 1:
-            raise ValueError(f"backward_max_iter={backward_max_iter!r} must be at least 1")
-        if cg_scope not in ("batch", "sample"):
-            raise ValueError(f"cg_scope={cg_scope!r} is not one of ('batch', 'sample')")
-        if backward_options and backward != "anderson":
-            raise ValueError(f"options {sorted(backward_options)} apply only to backward='anderson'")
-        unknown = set(backward_options) - {"m", "lam", "beta"}
-        if unknown:
-            raise ValueError(f"backward='anderson' does not take options {sorted(unknown)}")
-        self.backward = backward
-        self.backward_tol = backward_tol
-        self.backward_max_iter = backward_max_iter
-        self.cg_scope = cg_scope
-        # None: the forward rule. "sample" with the forward's "pixel" is the authors' pairing (their
-        # CG stops on the Euclidean norm of each sample's normal-equation residual).
-        self.backward_residual = backward_residual
-        self.backward_options = backward_options
+    options = (
+        Option("backward", str, "cg", "adjoint solver: CG on J J^T x = J g, or a forward solver on w = g + A^T w",
+               choices=BACKWARDS, renamed={"fixed_point": "picard"}),
+        Option("backward_tol", float, None, "tolerance of the adjoint solve (None: the forward tol)",
+               low=0, low_open=True, nullable=True),
+        Option("backward_max_iter", int, None, "iteration cap of the adjoint solve (None: the forward max_iter, "
+               "the paper's cap)", low=1, nullable=True),
+        # "sample" with the forward's "pixel" is the authors' pairing (their CG stops on the Euclidean
+        # norm of each sample's normal-equation residual).
+        Option("backward_residual", str, None, "residual rule of the adjoint solve (None: the forward rule)",
+               choices=RESIDUALS, nullable=True),
+        Option("cg_scope", str, "batch", "batch: one CG over the batch (correct with coupled samples); sample: "
+               "step lengths per sample, as the authors' cg_batch", choices=("batch", "sample")),
+        Option("cg_start", str, "g", "CG start: g (the JFB adjoint) or rhs (b = J g, as the authors' cg_batch)",
+               choices=CG_STARTS),
+    )
+
+    @classmethod
+    def check_options(cls, options, where=None):
+        """The own options, plus ``backward_options``: the others, checked against the schema of the
+        backward solver when it is one of :data:`SOLVERS` (none are accepted with "cg")."""
+        own = tuple(o.name for o in cls.options)
+        out = super().check_options({k: v for k, v in options.items() if k in own}, where)
+        extra = {k: v for k, v in options.items() if k not in own}
+        if out["backward"] in SOLVERS:
+            spec = SOLVERS[out["backward"]]
+            out["backward_options"] = check_schema(spec.options, extra, f"backward solver {spec.name!r} of method "
+                                                   f"{cls.name!r}", where)
+        elif extra:
+            k = next(iter(extra))
+            what = f"{where}.{k} is not an option of method {cls.name!r}" if where else \
+                f"method {cls.name!r} has no option {k!r}"
+            raise ValueError(f"{what} with backward={out['backward']!r}; its options are: {', '.join(own)} (a "
+                             f"solver's options go with backward in {tuple(SOLVERS)})")
+        else:
+            out["backward_options"] = {}
+        return out
+
+    @classmethod
+    def describe_extra(cls):
+        return (f"with backward in {tuple(SOLVERS)}, that solver's options are accepted too "
+                "(describe('solver', name))")
 
     def adjoint(self, g, prod, ctx):
         tol = ctx.tol if self.backward_tol is None else self.backward_tol
         max_iter = ctx.max_iter if self.backward_max_iter is None else self.backward_max_iter
         residual = ctx.residual if self.backward_residual is None else self.backward_residual
         if self.backward == "cg":
-            r = solve_cg(g, prod, tol, max_iter, residual, ctx.stop, scope=self.cg_scope)
+            r = solve_cg(g, prod, tol, max_iter, residual, ctx.stop, scope=self.cg_scope, start=self.cg_start)
         else:
-            solver = "picard" if self.backward == "fixed_point" else "anderson"
-            r = solve_iterative(g, prod, tol, max_iter, residual, ctx.stop, solver, **self.backward_options)
+            r = solve_iterative(g, prod, tol, max_iter, residual, ctx.stop, self.backward, **self.backward_options)
         s = ctx.stats
         s.bwd_iters, s.bwd_residual, s.bwd_converged = r.iters, r.residual, r.converged
         s.bwd_matvecs += r.matvecs
@@ -162,11 +195,7 @@ class Neumann(_AdjointMethod):
     """Truncated Neumann series ``w = sum_{i=0..k} (A^T)^i g`` (k = terms; k = 0 is JFB)."""
 
     name = "neumann"
-
-    def __init__(self, terms: int = 1):
-        if int(terms) != terms or terms < 0:
-            raise ValueError(f"terms={terms!r} must be a non-negative integer")
-        self.terms = int(terms)
+    options = (Option("terms", int, 1, "k: terms of the series after g (0 is JFB)", low=0),)
 
     def __call__(self, f, z0, ctx):
         if self.terms == 0:  # exactly JFB, without building a graph in z
@@ -190,15 +219,13 @@ class Unrolled(GradientMethod):
     output u_{K+1} = f(u_K), as for every method. ``window=None`` differentiates all K+1
     applications (memory grows with depth); ``window=k`` differentiates only the last k of them:
     the solve runs without a graph and the last k-1 iterations are recomputed with one (k-1 extra
-    applications of f), so ``window=1`` is JFB.
+    applications of f), so ``window=1`` is JFB. The solve reads the residual every iteration
+    (picard's ``check_every`` is not applied: every iterate matters here).
     """
 
     name = "unrolled"
-
-    def __init__(self, window: Optional[int] = None):
-        if window is not None and (int(window) != window or window < 1):
-            raise ValueError(f"window={window!r} must be None (all iterations) or an integer >= 1")
-        self.window = None if window is None else int(window)
+    options = (Option("window", int, None, "differentiate the last k applications of f (None: all of them; "
+                      "1 is JFB)", low=1, nullable=True),)
 
     def check(self, solver):
         if solver != "picard":
@@ -239,7 +266,7 @@ class Unrolled(GradientMethod):
         return z
 
 
-METHODS = {m.name: m for m in (JFB, IFT, Neumann, Unrolled)}
+METHODS: Dict[str, type] = {m.name: m for m in (JFB, IFT, Neumann, Unrolled)}
 
 
 def make_method(method, **options) -> GradientMethod:
@@ -252,7 +279,4 @@ def make_method(method, **options) -> GradientMethod:
         cls = METHODS[method]
     except (KeyError, TypeError):
         raise ValueError(f"method={method!r} is not one of {tuple(METHODS)}") from None
-    try:
-        return cls(**options)
-    except TypeError as e:
-        raise ValueError(f"method {method!r} does not take these options {sorted(options)}: {e}") from None
+    return cls(**options)

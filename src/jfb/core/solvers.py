@@ -1,18 +1,25 @@
-"""Forward fixed-point solvers: plain (Picard) iteration and Anderson acceleration.
+"""Forward fixed-point solvers: plain (Picard) iteration, Anderson acceleration and Broyden's method.
 
-Both solve ``z = g(z)`` for a batched map ``g`` and are used for the forward solve ``u* = T(u*)``
-(the paper's Algorithm 1) and for adjoint equations ``w = v + A^T w``. Neither records an autograd
+Each solves ``z = g(z)`` for a batched map ``g`` and is used for the forward solve ``u* = T(u*)``
+(the paper's Algorithm 1) and for adjoint equations ``w = v + A^T w``. None records an autograd
 graph by itself: callers run them under ``torch.no_grad()`` where no graph is wanted.
 
-The residual at step k is ``g(z_k) - z_k`` measured by ``measure`` (see :mod:`jfb.core.norms`);
-the returned iterate is the last ``g`` output, ``max_iter`` caps the number of ``g`` evaluations.
+All share one interface, ``solver(g, z0, tol, max_iter, measure, **options)``: the residual at step
+k is ``g(z_k) - z_k`` measured by ``measure`` (a 0-dim tensor, see :mod:`jfb.core.norms`), the
+solve stops at the first k where it is at most ``tol``, the returned iterate is that ``g(z_k)``,
+and ``max_iter`` caps the number of ``g`` evaluations that count as iterations.
+
+:data:`SOLVERS` maps each name to a :class:`SolverSpec`, which calls like the function and
+declares the solver's options (:mod:`jfb.core.options`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
+
+from .options import Option, check_schema
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -21,22 +28,61 @@ Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass
 class SolveResult:
     z: torch.Tensor
-    iters: int  # evaluations of g
+    iters: int  # evaluations of g up to and including the one that met tol (or max_iter)
     residual: float
     converged: bool
+    evals: Optional[int] = None  # evaluations of g actually made (None: equal to iters)
+
+    def __post_init__(self):
+        if self.evals is None:
+            self.evals = self.iters
 
 
-def picard(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure) -> SolveResult:
-    """Plain fixed-point iteration z_{k+1} = g(z_k) (Algorithm 1 of the paper)."""
+def picard(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, check_every: int = 1) -> SolveResult:
+    """Plain fixed-point iteration z_{k+1} = g(z_k) (Algorithm 1 of the paper).
+
+    ``check_every=k`` reads the residual on the host only every k iterations: a GPU then runs k
+    iterations without waiting for the host. The residual is still computed every iteration, on
+    the device, and the iterate at which the tolerance was first met is kept there (a
+    ``torch.where`` on a device flag), so the returned iterate, iteration count, residual and
+    converged flag are bit for bit those of ``check_every=1``. The price: after the tolerance is
+    met, the block of k iterations runs to its end, at most k-1 extra applications of g
+    (reported in ``SolveResult.evals``), and one extra latent-sized buffer.
+    """
+    if check_every == 1:
+        z = z0
+        res = float("nan")
+        for k in range(1, max_iter + 1):
+            z_new = g(z)
+            res = float(measure(z_new, z))
+            z = z_new
+            if res <= tol:
+                return SolveResult(z, k, res, True)
+        return SolveResult(z, max_iter, res, False)
+    if not (isinstance(check_every, int) and check_every >= 1):
+        raise ValueError(f"picard check_every={check_every!r} must be an integer >= 1")
     z = z0
-    res = float("nan")
+    block_start, block_res = 1, []
+    kept, found = None, None
     for k in range(1, max_iter + 1):
         z_new = g(z)
-        res = float(measure(z_new, z))
+        r = measure(z_new, z)
         z = z_new
-        if res <= tol:
-            return SolveResult(z, k, res, True)
-    return SolveResult(z, max_iter, res, False)
+        # Compared in float64 like the host's float(r) <= tol: a float32 comparison would round tol.
+        met = r.to(torch.float64) <= tol
+        if kept is None:
+            kept, found = z, met
+        else:  # keep the first iterate of the block that met tol, else follow the iteration
+            kept = torch.where(found, kept, z)
+            found = found | met
+        block_res.append(r)
+        if k % check_every == 0 or k == max_iter:
+            values = torch.stack(block_res).tolist()  # the only host sync of the block
+            for i, v in enumerate(values):
+                if v <= tol:
+                    return SolveResult(kept, block_start + i, v, True, evals=k)
+            block_start, block_res, kept, found = k + 1, [], None, None
+    return SolveResult(z, max_iter, values[-1], False)
 
 
 def anderson(
@@ -94,11 +140,127 @@ def anderson(
     return SolveResult(F[:, (max_iter - 1) % slots].view(shape).clone(), max_iter, res, False)
 
 
-SOLVERS = {"picard": picard, "anderson": anderson}
+def broyden(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, m: Optional[int] = None) -> SolveResult:
+    """Broyden's ("good") method on the residual F(x) = g(x) - x, one inverse Jacobian per sample.
+
+    Each sample keeps H ~ (dF/dx)^{-1} as ``-I + sum_j u_j v_j^T`` (H_0 = -I, so the first step is a
+    plain iteration) and steps ``x <- x - H F(x)`` with no line search. After a step dx with
+    residual change dF, the rank-one update ``H <- H + (dx - H dF)(dx^T H) / (dx^T H dF)`` makes H
+    map dF to dx (Sherman-Morrison form of Broyden's update of the Jacobian). A sample whose
+    denominator vanishes relative to its factors skips that update. ``m`` caps the updates kept
+    per sample (None: all, at most max_iter - 1, i.e. 2 * max_iter latent-sized vectors per
+    sample); when full, H restarts from -I. (Each update is built on the previous ones, so
+    overwriting only the oldest, as some DEQ codes do, leaves an H that matches no secant pairs:
+    it diverged on the 12-dimensional linear test of tests/test_core_solvers.py for m <= 16.)
+    On a linear map of dimension n it ends within 2n steps in exact arithmetic (Gay 1979).
+    """
+    if m is not None and m < 1:
+        raise ValueError(f"broyden memory m={m} must be None or at least 1")
+    shape, bsz = z0.shape, z0.shape[0]
+    out = g(z0)
+    res = float(measure(out, z0))
+    if res <= tol or max_iter == 1:
+        return SolveResult(out, 1, res, res <= tol)
+    x = z0.reshape(bsz, -1)
+    r = out.reshape(bsz, -1) - x
+    d = x.shape[1]
+    mem = max_iter - 1 if m is None else min(m, max_iter - 1)
+    U = x.new_zeros(bsz, d, mem)  # columns u_j
+    V = x.new_zeros(bsz, mem, d)  # rows v_j^T
+    eps = torch.finfo(x.dtype).eps
+    stored = 0
+
+    def H(v):  # (-I + U V) v, per sample
+        if stored == 0:
+            return -v
+        return -v + (U[:, :, :stored] @ (V[:, :stored] @ v[:, :, None]))[:, :, 0]
+
+    def Ht(v):  # v^T (-I + U V), per sample
+        if stored == 0:
+            return -v
+        return -v + ((v[:, None, :] @ U[:, :, :stored]) @ V[:, :stored])[:, 0]
+
+    for k in range(1, max_iter):
+        dx = -H(r)
+        x = x + dx
+        out = g(x.view(shape))
+        res = float(measure(out, x.view(shape)))
+        if res <= tol:
+            return SolveResult(out, k + 1, res, True)
+        if k == max_iter - 1:
+            break
+        r_new = out.reshape(bsz, -1) - x
+        dr = r_new - r
+        r = r_new
+        if stored == mem:  # memory full: restart from H = -I before this update (see the docstring)
+            stored = 0
+        Hdr, vT = H(dr), Ht(dx)
+        denom = (vT * dr).sum(dim=1)
+        ok = denom.abs() > eps * vT.norm(dim=1) * dr.norm(dim=1)
+        u = torch.where(ok[:, None], (dx - Hdr) / torch.where(ok, denom, torch.ones_like(denom))[:, None], 0.0)
+        U[:, :, stored] = u
+        V[:, stored] = torch.where(ok[:, None], vT, 0.0)
+        stored += 1
+    return SolveResult(out, max_iter, res, False)
 
 
-def get_solver(name: str):
+@dataclass(frozen=True)
+class SolverSpec:
+    """A registered solver: calls like its function, and declares its options once."""
+
+    name: str
+    fn: Callable[..., SolveResult]
+    options: Tuple[Option, ...]
+    doc: str
+
+    def __post_init__(self):
+        # inspect.signature(spec) then gives the function's own signature.
+        object.__setattr__(self, "__wrapped__", self.fn)
+        object.__setattr__(self, "__doc__", self.fn.__doc__)
+
+    def __call__(self, g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, **options) -> SolveResult:
+        return self.fn(g, z0, tol, max_iter, measure, **options)
+
+    def check_options(self, options: Mapping[str, Any], where: Optional[str] = None) -> Dict[str, Any]:
+        return check_schema(self.options, options, f"solver {self.name!r}", where)
+
+    def summary(self) -> str:
+        return self.doc
+
+    def describe_extra(self) -> str:
+        return ""
+
+
+def _spec(name, fn, doc, *options):
+    return SolverSpec(name, fn, tuple(options), doc)
+
+
+SOLVERS: Dict[str, SolverSpec] = {
+    s.name: s
+    for s in (
+        _spec("picard", picard, "plain fixed-point iteration z <- g(z) (the paper's Algorithm 1)",
+              Option("check_every", int, 1, "the host reads the residual every k iterations (k-1 fewer device "
+                     "syncs; same result; up to k-1 extra applications of g)", low=1)),
+        _spec("anderson", anderson, "Anderson acceleration (type II), one mixing per sample",
+              Option("m", int, 5, "memory: past residual differences mixed", low=1),
+              Option("lam", float, 1e-4, "regularisation of the least-squares system, relative to its scale", low=0),
+              Option("beta", float, 1.0, "mixing: 1 takes the mixed g values, below 1 damps toward the mixed iterates",
+                     low=0, low_open=True)),
+        _spec("broyden", broyden, "Broyden's method with one low-rank inverse Jacobian per sample",
+              Option("m", int, None, "rank-one updates kept per sample (None: all, at most max_iter - 1); when "
+                     "full, restart from H = -I", low=1, nullable=True)),
+    )
+}
+
+
+def get_solver(name: str) -> SolverSpec:
     try:
         return SOLVERS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"solver={name!r} is not one of {tuple(SOLVERS)}") from None
+
+
+def check_solver_options(name: str, options: Optional[Mapping[str, Any]] = None, where: Optional[str] = None) -> dict:
+    """The options of solver ``name`` validated and filled with defaults; ValueError naming the
+    option, the value and what is allowed (or, for an unknown option, the known ones)."""
+    return get_solver(name).check_options(dict(options or {}), where)

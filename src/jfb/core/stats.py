@@ -22,7 +22,6 @@ class SolverStats:
     fwd_iters: int = 0  # applications of f inside the solve (the paper's "depth")
     fwd_residual: float = math.nan
     fwd_converged: bool = False
-    fwd_matvecs: int = 0  # Jacobian products in the forward pass (plain solvers use none)
     f_evals: int = 0  # every application of f: the solve, the output application, recomputation
     # backward (gradient) pass; stays None for methods without an adjoint solve
     bwd_iters: Optional[int] = None
@@ -36,7 +35,8 @@ class SolverStats:
 
     @property
     def jac_matvecs(self) -> int:
-        return self.fwd_matvecs + self.bwd_matvecs
+        # No forward solver forms Jacobian products (Broyden's secant updates use values of f only).
+        return self.bwd_matvecs
 
     def as_dict(self) -> dict:
         d = asdict(self)
