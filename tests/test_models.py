@@ -169,7 +169,7 @@ def _assert_grads_reach_q_r_s(m):
 
 METHODS = [
     ("jfb", {}, True),
-    ("ift", dict(backward="fixed_point"), False),
+    ("ift", dict(backward="picard"), False),
     ("ift", dict(backward="cg"), False),
     ("neumann", dict(terms=2), True),
     ("unrolled", dict(window=3), True),

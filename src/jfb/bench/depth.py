@@ -34,7 +34,7 @@ def method_table(bwd_iters: int = BWD_ITERS) -> Dict[str, tuple]:
         "explicit": (dict(implicit=False), {}),
         "jfb": ({}, dict(method="jfb")),
         "ift-cg": (dict(latent_bn=False), dict(method="ift", backward="cg", **adj)),
-        "ift-fixed_point": (dict(latent_bn=False), dict(method="ift", backward="fixed_point", **adj)),
+        "ift-fixed_point": (dict(latent_bn=False), dict(method="ift", backward="picard", **adj)),
         "ift-anderson": (dict(latent_bn=False), dict(method="ift", backward="anderson", **adj)),
         "neumann-5": ({}, dict(method="neumann", terms=5)),
         "unrolled": ({}, dict(method="unrolled")),

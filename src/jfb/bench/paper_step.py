@@ -33,7 +33,7 @@ AUTHORS = dict(tol=0.1, max_iter=50, residual="pixel", stop="abs")
 VARIANTS = {
     "jfb": ({}, dict(method="jfb")),
     "ift-cg": (dict(latent_bn=False), dict(method="ift", backward="cg", cg_scope="sample", backward_residual="sample")),
-    "ift-fixed_point": (dict(latent_bn=False), dict(method="ift", backward="fixed_point", backward_residual="sample")),
+    "ift-fixed_point": (dict(latent_bn=False), dict(method="ift", backward="picard", backward_residual="sample")),
     "ift-anderson": (dict(latent_bn=False), dict(method="ift", backward="anderson", backward_residual="sample")),
 }
 
