@@ -265,9 +265,9 @@ def test_compare_gradients_by_hand():
 # ---------------------------------------------------------------------------------------------
 
 
-def mnist(seed=0):
+def mnist(seed=0, contraction="lipschitz"):
     torch.manual_seed(seed)
-    return build_model("mnist").train()
+    return build_model("mnist", contraction=contraction).train()
 
 
 def mnist_batch(B=4, seed=5):
@@ -314,6 +314,7 @@ def test_diagnose_step_changes_nothing_on_mnist_network():
     assert {"cos_all", "cos_Q", "cos_R", "cos_S", "norm_ratio", "descent", "adjoint_iters", "adjoint_residual",
             "adjoint_converged", "jac_norm", "jac_norm_iters", "jac_norm_converged", "time_s"} <= set(r)
     assert r["adjoint_converged"] and -1 <= r["cos_all"] <= 1 and r["jac_norm"] > 0 and r["n_fixed_points"] == 1
+    assert r["fwd_converged"] == stats.fwd_converged and r["fwd_residual"] == stats.fwd_residual  # the same solve
     # The same dropout masks: replaying the method's pass from `start` reproduces its gradient.
     with torch.random.fork_rng():
         start.restore()
@@ -340,8 +341,28 @@ def test_exact_pass_replays_the_dropout_masks():
     assert other["cos_all"] < 1 - 1e-3
 
 
-def train(steps, diagnose):
-    model = mnist(seed=2)
+def test_start_buffers_give_the_forward_of_the_step():
+    """Spectral norm advances its power-iteration vectors (buffers) at every training forward, so the
+    replayed forward uses a slightly different weight unless it starts from the step's buffers."""
+    torch.manual_seed(0)
+    model = build_model("mnist", contraction="spectral", fixed_point_options=dict(
+        method="ift", tol=1e-5, max_iter=200, backward_tol=1e-9, backward_max_iter=200, backward_residual="sample",
+    )).train()
+    x, y = mnist_batch(B=8)
+    model.zero_grad(set_to_none=True)
+    start, buffers = rng_state(), diagnostics.snapshot_buffers(model)
+    F.cross_entropy(model(x)[0], y).backward()
+    after = {n: b.clone() for n, b in model.named_buffers()}
+    kw = dict(tol=1e-7, max_iter=200, power_iters=5)
+    with_start = diagnose_step(model, x, y, F.cross_entropy, start, start_buffers=buffers, **kw)
+    assert all(torch.equal(b, after[n]) for n, b in model.named_buffers())  # put back as found, not as given
+    without = diagnose_step(model, x, y, F.cross_entropy, start, **kw)
+    assert 1 - with_start["cos_all"] < 1e-10 and abs(with_start["norm_ratio"] - 1) < 1e-7
+    assert 1 - without["cos_all"] > 1e-6
+
+
+def train(steps, diagnose, contraction):
+    model = mnist(seed=2, contraction=contraction)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     reports = []
     for s in range(steps):
@@ -357,9 +378,11 @@ def train(steps, diagnose):
     return model, opt, reports
 
 
-def test_training_with_diagnostics_is_bit_identical():
-    plain, opt_a, _ = train(3, diagnose=False)
-    watched, opt_b, reports = train(3, diagnose=True)
+@pytest.mark.parametrize("contraction", ["lipschitz", "spectral"])
+def test_training_with_diagnostics_is_bit_identical(contraction):
+    """Spectral norm advances its power-iteration buffers at every training forward: restored too."""
+    plain, opt_a, _ = train(3, diagnose=False, contraction=contraction)
+    watched, opt_b, reports = train(3, diagnose=True, contraction=contraction)
     assert len(reports) == 3
     for (n, p), q in zip(plain.named_parameters(), watched.parameters()):
         assert torch.equal(p, q), n
@@ -395,6 +418,13 @@ def test_bad_options_raise_one_line_value_error(kwargs, needle):
     with pytest.raises(ValueError) as e:
         diagnose_step(model, x, y, F.cross_entropy, start, **kwargs)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_no_gradient_to_compare_raises():
+    model = Tiny()
+    x, y = batch()
+    with pytest.raises(ValueError, match="after loss.backward"):
+        diagnose_step(model, x, y, F.cross_entropy, rng_state())
 
 
 @pytest.mark.parametrize("net", ["explicit_twin", "plain_mlp"])

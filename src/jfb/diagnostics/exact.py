@@ -115,7 +115,7 @@ def named_tensors(params: Params) -> Tuple[List[str], List[torch.Tensor]]:
     return names, tensors
 
 
-def _worst(values) -> float:
+def worst_of(values) -> float:
     """The largest value, NaN if any is NaN (max() would depend on the order), 0.0 if none."""
     values = list(values)
     return math.nan if any(math.isnan(v) for v in values) else max(values, default=0.0)
@@ -173,8 +173,8 @@ def exact_gradient(
         tol=float(tol),
         max_iter=max_iter,
         adjoint_iters=max((s.iters for s in solves), default=0),
-        adjoint_residual=_worst(s.residual for s in solves),
-        adjoint_true_residual=_worst(s.true_residual for s in solves),
+        adjoint_residual=worst_of(s.residual for s in solves),
+        adjoint_true_residual=worst_of(s.true_residual for s in solves),
         adjoint_converged=all(s.converged for s in solves),
         records=list(records),
         solves=list(solves) if keep_graph else [],

@@ -81,7 +81,8 @@ def load_buffers(model: nn.Module, buffers: Dict[str, torch.Tensor]) -> None:
 def _helper_objects(module: nn.Module):
     """Plain Python objects held by a module (not modules, tensors, containers or callables)."""
     for v in vars(module).values():
-        if isinstance(v, (nn.Module, torch.Tensor, type)) or callable(v) or not hasattr(v, "__dict__"):
+        if isinstance(v, (nn.Module, torch.Tensor, type, dict, list, tuple, set)) or callable(v) \
+                or not hasattr(v, "__dict__"):
             continue
         yield v
 

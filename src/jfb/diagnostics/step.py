@@ -11,7 +11,7 @@ from torch import nn
 
 from .checks import check_int, check_positive
 from .compare import compare_gradients, parameter_groups
-from .exact import EXACT_BACKWARDS, STOPS, exact_gradient
+from .exact import EXACT_BACKWARDS, STOPS, exact_gradient, worst_of
 from .operator_norm import NORM_METHODS, jacobian_norm
 from .state import ModelState, RNGState, load_buffers
 
@@ -59,11 +59,14 @@ def diagnose_step(
     ``backward``, ``stop``); the norm estimate (:func:`jfb.diagnostics.jacobian_norm` with
     ``jac_method``, at most ``power_iters`` steps of one JVP and one VJP, relative change
     ``power_tol``) runs on the Jacobian of that pass's output application at z*, the whole batch
-    as one map. Afterwards every
-    buffer, ``.grad``, module attribute and RNG stream is as it was; the optimizer is not touched.
-    Buffers that the forward reads (e.g. spectral-norm vectors, which a training forward advances)
-    are those of after the step's forward unless ``start_buffers``
-    (:func:`jfb.diagnostics.snapshot_buffers` taken with ``rng_state``) gives the ones it started from.
+    as one map. Afterwards every buffer, ``.grad``, module attribute and RNG stream is as it was;
+    the optimizer is not touched.
+    Buffers that the forward reads are those of after the step's forward unless ``start_buffers``
+    (:func:`jfb.diagnostics.snapshot_buffers` taken with ``rng_state``) gives the ones it started
+    from: pass them when the forward advances a buffer it reads. Spectral-norm contraction does
+    (one power-iteration step per training forward): on the MNIST network with a tight IFT the
+    cosine is 1 - 4e-4 without them and 1 - 5e-14 with them. Batch-norm running statistics are
+    not read in training mode.
 
     Returns a flat dict of JSON-safe values (non-finite numbers become None):
 
@@ -72,6 +75,8 @@ def diagnose_step(
       ``tol`` and ``require_converged`` is true (the reference would not be the exact gradient);
     * ``adjoint_iters``, ``adjoint_residual`` (the solver's stopping value), ``adjoint_true_residual``
       (of ``(I - A^T) w = g``), ``adjoint_converged``;
+    * ``fwd_residual``, ``fwd_converged``: the forward solve of the pass (the model's own settings;
+      eq. 14 is the gradient at a fixed point, so a solve far from one makes "exact" approximate);
     * ``jac_norm``, ``jac_norm_iters``, ``jac_norm_converged``, ``jac_norm_tol`` (the largest over
       the pass's fixed points, ``n_fixed_points`` of them); with ``per_sample=True`` also
       ``jac_norm_sample_max`` (``scope="sample"`` of :func:`jfb.diagnostics.jacobian_norm`: each
@@ -92,6 +97,8 @@ def diagnose_step(
     t0 = time.perf_counter()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     method_grads = {n: p.grad for n, p in named}
+    if all(g is None for g in method_grads.values()):
+        raise ValueError("no parameter has a .grad: call diagnose_step after loss.backward() and before zero_grad()")
     saved = ModelState(model)
     try:
         if start_buffers is not None:
@@ -128,6 +135,8 @@ def diagnose_step(
         "jac_norm_converged": all(r.converged for r in norms),
         "jac_norm_tol": float(power_tol),
         "n_fixed_points": len(exact.records),
+        "fwd_residual": worst_of(r.stats.fwd_residual for r in exact.records),
+        "fwd_converged": all(r.stats.fwd_converged for r in exact.records),
     }
     if per_sample:
         out["jac_norm_sample_max"] = max(r.value for r in sample_norms)
