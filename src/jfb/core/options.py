@@ -145,7 +145,8 @@ def schema(kind: str, name: str) -> Tuple[Option, ...]:
     return tuple(_entry(kind, name).options)
 
 
-def check(kind: str, name: str, options: Optional[Mapping[str, Any]] = None, where: Optional[str] = None) -> Dict[str, Any]:
+def check(kind: str, name: str, options: Optional[Mapping[str, Any]] = None,
+          where: Optional[str] = None) -> Dict[str, Any]:
     """``options`` of solver or method ``name`` validated and filled with defaults (ValueError otherwise).
 
     For a method this includes what its schema delegates (IFT's ``backward`` solver options).

@@ -140,7 +140,9 @@ def anderson(
     return SolveResult(F[:, (max_iter - 1) % slots].view(shape).clone(), max_iter, res, False)
 
 
-def broyden(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, m: Optional[int] = None) -> SolveResult:
+def broyden(
+    g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, m: Optional[int] = None
+) -> SolveResult:
     """Broyden's ("good") method on the residual F(x) = g(x) - x, one inverse Jacobian per sample.
 
     Each sample keeps H ~ (dF/dx)^{-1} as ``-I + sum_j u_j v_j^T`` (H_0 = -I, so the first step is a
