@@ -10,7 +10,7 @@ DIR is a checkout of github.com/Typal-Research/jacobian_free_backprop (any copy 
 none of their code: it imports their network and CG from DIR.
 
 Each implementation runs in its own worker process, as it would on its own: ours with
-:func:`jfb.runtime.retain_host_memory` (what ``python -m jfb.train`` does), theirs with the C
+:func:`jfb.host_memory.retain_host_memory` (what ``python -m jfb.train`` does), theirs with the C
 library's default allocator (``--authors-allocator retain`` gives them ours too, to show how much of
 the difference is the allocator). The parent process hands out the steps one at a time, interleaved
 batch by batch and alternating who goes first, so slow phases of a shared machine fall on both; each
@@ -201,7 +201,7 @@ def our_epoch(a) -> dict:
 def _setup(side: str, a) -> str:
     import torch
 
-    from jfb.runtime import host_allocator, retain_host_memory
+    from jfb.host_memory import host_allocator, retain_host_memory
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# GPU check, for the lead to run on a CUDA card (budget: about 6 minutes in all).
+# GPU check on a CUDA card (about 6 minutes in all).
 #   bash scripts/gpu_check.sh            # writes under $OUT (default /tmp/gpu_check) and results/bench/
 # Deliberately no `set -e`: one failing step must not lose the others; every step logs to $OUT/*.log.
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT" results/bench
-export WANDB_MODE=offline JFB_DATA_VERIFY=0
+export WANDB_MODE=offline
 step() {  # step NAME TIMEOUT_S CMD...
   local name=$1 limit=$2; shift 2
   echo "== $name (limit ${limit}s): $*" | tee -a "$OUT/steps.log"
@@ -32,12 +32,13 @@ done
 # collect the training summaries (card, time, memory, accuracy) next to the benchmark
 "$PY" - "$OUT" <<'PYEOF' > "$OUT/collect.log" 2>&1
 import json, sys, glob, os, re
+from jfb.training.summary import read_summary
 out = sys.argv[1]
 rows = []
 for f in sorted(glob.glob(os.path.join(out, "runs", "*", "summary.json"))):
-    s = json.load(open(f))
-    rows.append({k: s.get(k) for k in ("run_name", "status", "device_name", "method_label", "dataset", "train_time_s",
-                                        "peak_memory_mb", "saved_for_backward_mb", "fwd_iters_mean", "test_acc", "reason")})
+    s = read_summary(f)
+    rows.append({k: getattr(s, k) for k in ("run_name", "status", "device_name", "method_label", "dataset", "train_time_s",
+                                             "peak_memory_mb", "saved_for_backward_mb", "fwd_iters_mean", "test_acc", "reason")})
 card = next((r["device_name"] for r in rows if r.get("device_name")), "unknown")
 stem = "gpu-" + re.sub(r"[^A-Za-z0-9]+", "-", card).strip("-").lower() + "-train"
 json.dump({"card": card, "runs": rows}, open(f"results/bench/{stem}.json", "w"), indent=1)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 
 # Small and fast: synthetic data unless a test says otherwise, no W&B, no progress bars.
 FAST = ["dataset.source=synthetic", "trainer.epochs=1", "trainer.max_batches=2", "logger=none",
@@ -21,6 +22,7 @@ def train(*overrides: str, root: Path, timeout: float = 600, env: dict | None = 
     overrides = [o for o in overrides if not o.startswith("-")]
     args = [sys.executable, "-m", "jfb.train", *flags, *(FAST if fast else []), f"paths.output_root={root}", *overrides]
     e = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), e.get("PYTHONPATH")]))  # the fault callback
     e.pop("JFB_TRACEBACK", None)
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=e)
 
@@ -33,3 +35,15 @@ def records(run_dir: Path):
 
 def run_dirs(root: Path):
     return sorted(p.parent for p in Path(root).glob("*/summary.json"))
+
+
+def run_name(*overrides: str, fast: bool = True) -> str:
+    """The run folder name `jfb.train` gives these overrides (with cli.FAST unless ``fast=False``)."""
+    from hydra import compose, initialize_config_dir
+
+    from jfb.training.identity import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "src" / "jfb" / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[*(FAST if fast else []), *overrides])
+    return str(cfg.run_name)

@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import FAST, REPO, records, run_dirs
+from cli import FAST, REPO, records, run_dirs, run_name
+from faults import fault
 from warm_cli import start, train
 
 pytestmark = pytest.mark.faults
 
-TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s"}
+TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
 COMMON = ("trainer.epochs=3",)  # with cli.FAST: 2 training batches an epoch, global steps 0..5
 STEPS = range(6)
-RUN = "mnist_jfb_bnTrue_tol0.0001_s0"  # run_name of the default config (seed 0)
+RUN = run_name(*COMMON)  # the run folder of the default config (seed 0)
 
 
 def strip(rows):
@@ -77,7 +78,7 @@ def assert_not_completed(run_dir: Path):
 
 def test_kill_at_a_seeded_random_training_step_then_resume_gives_the_same_numbers(straight, tmp_path):
     step = random.Random(7).choice(STEPS)  # kills mid-batch: after backward, before the optimizer step
-    killed = train(*COMMON, f"fault.kill_at_step={step}", root=tmp_path)
+    killed = train(*COMMON, *fault(kill_at_step=step), root=tmp_path)
     assert killed.returncode == -9, (step, killed.stderr[-2000:])
     d = tmp_path / RUN
     summary, metrics = records(d)
@@ -108,7 +109,7 @@ def test_external_kill_at_a_random_moment_then_resume_gives_the_same_numbers(str
 
 @pytest.mark.parametrize("where", ["eval", "checkpoint"])
 def test_kill_in_evaluation_or_mid_checkpoint_write_then_resume_gives_the_same_numbers(straight, tmp_path, where):
-    killed = train(*COMMON, f"fault.kill_in={where}", "fault.kill_at_epoch=2", root=tmp_path)
+    killed = train(*COMMON, *fault(kill_in=where, kill_at_epoch=2), root=tmp_path)
     assert killed.returncode == -9, killed.stderr[-2000:]
     d = tmp_path / RUN
     summary, _ = records(d)
@@ -137,7 +138,7 @@ def _truncate(p: Path):
 def killed_in_epoch_3(tmp_path_factory):
     """A run killed in epoch 3: checkpoints of epochs 1 and 2 on disk."""
     root = tmp_path_factory.mktemp("killed3")
-    p = train(*COMMON, "fault.kill_at_step=4", root=root)
+    p = train(*COMMON, *fault(kill_at_step=4), root=root)
     assert p.returncode == -9, p.stderr[-2000:]
     assert sorted(x.name for x in (root / RUN / "checkpoints").glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
     return root / RUN
@@ -150,8 +151,8 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one_with_a_warning(s
     shutil.copytree(killed_in_epoch_3, d)
     damage(d / "checkpoints" / "epoch_0002.pt")
     resumed = ok(train(*COMMON, root=tmp_path))
-    assert "epoch_0002.pt is damaged (checksum mismatch" in resumed.stderr
-    assert "falling back to the previous one" in resumed.stderr
+    assert "epoch_0002.pt is damaged (checksum mismatch" in resumed.stdout  # warnings go through logging
+    assert "falling back to the previous one" in resumed.stdout
     assert "resuming after epoch 1" in resumed.stdout  # never the damaged epoch 2
     assert_same_as(straight, d)
 
@@ -175,12 +176,13 @@ def test_every_checkpoint_damaged_is_refused_clearly_and_resume_false_retrains(s
 
 def test_multirun_with_failing_runs_completes_the_others_and_the_table_shows_the_gap(tmp_path):
     """explicit: completes; jfb: its forward solve is capped at 1 iteration on every batch, above
-    trainer.capped_fail_frac; neumann: its loss is made NaN at step 1 (`fault.nan_loss_at_step` picks
+    trainer.capped_fail_frac; neumann: its loss is made NaN at step 1 (the fault callback's `nan_loss_at_step` picks
     up `method.options.terms`, which only neumann has, so one multirun holds all three cases)."""
     root = tmp_path / "results" / "faults" / "runs"
     p = train("-m", "method=explicit,jfb,neumann", "solver.max_iter=1", "trainer.capped_fail_frac=0.5",
-              "fault.nan_loss_at_step=${oc.select:method.options.terms,null}", root=root)
-    assert p.returncode == 0, p.stderr[-3000:]  # a multirun goes on past its failed runs
+              *fault(nan_loss_at_step="${oc.select:method.options.terms,null}"), root=root)
+    assert p.returncode == 1, p.stderr[-3000:]  # a multirun goes on past its failed runs, then says they failed
+    assert "1 of 3 jobs completed" in p.stdout and p.stderr.count("[jfb] failed job:") == 2
     runs = {records(d)[0]["method"]: (d, *records(d)) for d in run_dirs(root)}
     assert set(runs) == {"explicit", "jfb", "neumann"}
     _, s, m = runs["explicit"]
@@ -208,7 +210,7 @@ def test_capped_solver_is_counted_and_logged_every_epoch(tmp_path):
     assert summary["status"] == "completed" and summary["capped_frac_max"] == 1.0
     assert [(r["epoch"], r["capped_frac"], r["fwd_iters_max"]) for r in metrics] == [(1, 1.0, 2), (2, 1.0, 2)]
     for epoch in (1, 2):
-        assert f"epoch {epoch}: 100% of batches hit solver.max_iter" in p.stderr
+        assert f"epoch {epoch}: 100% of training batches hit solver.max_iter" in p.stdout
 
 
 # ------------------------------------------------------------------------------------------ W&B
@@ -219,7 +221,7 @@ def test_wandb_unreachable_falls_back_to_offline_quickly(tmp_path):
               root=tmp_path, env=env, drop_env=("WANDB_MODE",), timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.wall_s < 60, p.wall_s
-    assert "W&B could not start in mode 'online'" in p.stderr and "logging offline instead" in p.stderr
+    assert "W&B could not start in mode 'online'" in p.stdout and "logging offline instead" in p.stdout
     d = run_dirs(tmp_path)[0]
     summary, metrics = records(d)
     assert summary["status"] == "completed" and len(metrics) == 1
@@ -230,8 +232,8 @@ def test_wandb_unreachable_falls_back_to_offline_quickly(tmp_path):
 # ------------------------------------------------------------------------------ disk full, read-only
 
 def test_disk_full_mid_run_gives_a_clear_error_and_no_record_claims_completion(straight, tmp_path):
-    """ENOSPC injected into every record write from epoch 2's records on (fault.disk_full_at_epoch)."""
-    p = train(*COMMON, "fault.disk_full_at_epoch=2", root=tmp_path)
+    """ENOSPC injected into every record write from epoch 2's records on (the fault callback's disk_full_at_epoch)."""
+    p = train(*COMMON, *fault(disk_full_at_epoch=2), root=tmp_path)
     assert p.returncode == 1
     assert "could not write the records of" in p.stderr and "No space left on device" in p.stderr
     assert "free disk space" in p.stderr and "Traceback" not in p.stderr
@@ -309,14 +311,17 @@ def test_two_sweeps_into_one_results_folder_at_once_lose_and_mix_nothing(tmp_pat
     a = start("-m", "seed=1,0", "trainer.epochs=2", root=tmp_path)
     b = start("-m", "seed=1,2", "trainer.epochs=2", root=tmp_path)
     ra, rb = a.wait(), b.wait()
-    assert ra.returncode == 0 and rb.returncode == 0, (ra.stderr[-2000:], rb.stderr[-2000:])
-    locked = (ra.stderr + rb.stderr).count("is being trained by another process")
+    locked = (ra.stderr + rb.stderr).count("error: the run folder")  # one line per refused job
     assert locked <= 1  # the overlapping run, if both reached it while it trained
+    # a sweep whose job found its run locked says so in its exit status (the job did not run)
+    assert sorted([ra.returncode, rb.returncode]) == ([0, 1] if locked else [0, 0]), (ra.stderr[-2000:], rb.stderr[-2000:])
     dirs = run_dirs(tmp_path)
-    assert [d.name for d in dirs] == [f"mnist_jfb_bnTrue_tol0.0001_s{s}" for s in (0, 1, 2)]
+    names = {run_name("trainer.epochs=2", f"seed={s}"): s for s in (0, 1, 2)}
+    assert sorted(d.name for d in dirs) == sorted(names)
+    dirs = sorted(dirs, key=lambda d: names[d.name])
     for d in dirs:
         summary, metrics = records(d)
-        seed = int(d.name.rsplit("_s", 1)[1])
+        seed = names[d.name]
         config = (d / "config.yaml").read_text()
         assert summary["status"] == "completed" and summary["seed"] == seed and f"\nseed: {seed}\n" in config
         assert [r["epoch"] for r in metrics] == [1, 2] and summary["epochs_completed"] == 2

@@ -1,23 +1,39 @@
-"""The shared trainer through its real entry point, `python -m jfb.train` (issue 4)."""
+"""The shared trainer through its real entry point (`jfb.train.main()`, as `jfb-train` runs it)."""
 from __future__ import annotations
 
+import json
+
 import pytest
-from cli import REPO, records, run_dirs, train
+from cli import REPO, records, run_dirs
+from faults import fault
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from wandb_records import logged
+from wandb_records import config_of, logged
+from warm_cli import train
 
 from jfb.training import validate
 
 EXPERIMENTS = ["paper/mnist", "paper/svhn", "paper/cifar10"]
 METHODS = ["jfb", "ift", "unrolled", "neumann", "explicit"]
 PARAMS = {"mnist": 54_352, "svhn": 163_744, "cifar10": 843_430}
-TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s"}
+TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
 
 
 def _compose(*overrides):
+    from jfb.training.identity import register_resolvers
+
+    register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def ok(p):
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -34,87 +50,118 @@ def test_every_experiment_and_method_composes_and_validates(experiment, method):
     validate(cfg)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_paper_presets_and_the_model_registry_agree(experiment):
-    """The authors' settings live twice: in configs/experiment/paper/*.yaml (what runs) and in the
-    NetSpec defaults of jfb.models (what build_model uses when called without options). Same values."""
-    from jfb.models import MODELS
-
-    cfg = _compose(f"experiment={experiment}")
-    spec = MODELS[cfg["dataset"]["name"]]
-    s, fp = cfg["solver"], spec.fixed_point_options
-    assert (s["tol"], s["max_iter"], s["stop"], s["residual"]) == (fp["tol"], fp["max_iter"], fp["stop"], fp["residual"])
-    assert cfg["model"]["gamma"] == spec.gamma
-
-
-def test_paper_presets_hold_the_authors_settings():
-    m = _compose("experiment=paper/mnist")
-    assert (m["solver"]["tol"], m["solver"]["max_iter"], m["solver"]["residual"]) == (0.1, 50, "pixel")
-    assert (m["optimizer"]["lr"], m["optimizer"]["weight_decay"], m["model"]["gamma"]) == (2e-4, 1e-6, 0.5)
-    s = _compose("experiment=paper/svhn")
-    assert (s["solver"]["tol"], s["solver"]["max_iter"], s["model"]["gamma"]) == (1e-4, 200, 0.9)
-    c = _compose("experiment=paper/cifar10")
-    assert (c["optimizer"]["lr"], c["optimizer"]["scheduler"]["gamma"], c["trainer"]["epochs"]) == (1e-3, 0.5, 1000)
-    assert c["dataset"]["augment"] is True
-
-
 def test_every_dataset_and_method_trains_two_batches_with_complete_records(tmp_path):
     # tiny batches and a capped solve keep the 15 runs (CIFAR-10's Q has 32 residual blocks) within CI's time
-    p = train("-m", "experiment=" + ",".join(EXPERIMENTS), "method=" + ",".join(METHODS), "trainer.batch_size=4",
-              "trainer.test_batch_size=4", "dataset.synthetic_size=[8,8]", "solver.max_iter=20", root=tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = ok(train("-m", "experiment=" + ",".join(EXPERIMENTS), "method=" + ",".join(METHODS), "trainer.batch_size=4",
+                 "trainer.test_batch_size=4", "dataset.synthetic_size=[8,8]", "solver.max_iter=20", root=tmp_path,
+                 timeout=900))
+    assert "15 of 15 jobs completed" in p.stdout
     dirs = run_dirs(tmp_path)
     assert len(dirs) == len(EXPERIMENTS) * len(METHODS)
     for d in dirs:
         summary, metrics = records(d)
         assert summary["status"] == "completed", (d, summary.get("reason"))
         assert summary["params"] == PARAMS[summary["dataset"]]
-        assert summary["epochs_completed"] == 1 and len(metrics) == 1
-        for key in ("dataset", "model", "method", "seed", "params", "epochs_completed", "status", "test_acc",
-                    "train_time_s", "time_per_epoch_s", "peak_memory_mb", "saved_for_backward_mb",
-                    "fwd_iters_mean", "jac_matvecs", "device", "versions", "commit"):
-            assert key in summary, key
+        assert summary["epochs_completed"] == 1 and len(metrics) == 1 and summary["batches_per_epoch"] == 2
+        assert d.name == f"paper-{summary['dataset']}_{summary['method_label']}_s0_{summary['run_hash']}"
         assert 0 <= summary["test_acc"] <= 100 and summary["train_time_s"] > 0
         assert summary["saved_for_backward_mb"] > 0
+        assert summary["wall_time_per_epoch_s"] > summary["time_per_epoch_s"] > 0  # evaluation is in the wall time
         row = metrics[0]
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "lr", "fwd_iters_mean",
-                    "fwd_iters_max", "capped_frac", "jac_matvecs", "saved_for_backward_mb"):
-            assert key in row, key
         if summary["method"] == "explicit":
-            assert summary["fwd_iters_mean"] is None
+            assert summary["fwd_iters_mean"] is None and row["eval_fwd_iters_mean"] is None
         else:
-            assert summary["fwd_iters_mean"] >= 1
+            assert summary["fwd_iters_mean"] >= 1 and row["eval_fwd_iters_mean"] >= 1
+            assert 0 <= row["eval_capped_frac"] <= 1
         if summary["method"] == "jfb":
-            assert summary["jac_matvecs"] == 0
+            assert summary["jac_matvecs"] == 0 and summary["saved_in_backward_mb"] == 0
         if summary["method"] in ("ift", "neumann"):
             assert summary["jac_matvecs"] > 0 and row["bwd_iters_mean"] is not None
-        assert (d / "config.yaml").exists()
+        if summary["method"] == "ift":  # CG's double-backward graph is built during backward, and counted
+            assert summary["saved_in_backward_mb"] > 0
+        for name in ("config.yaml", "identity.json", "train.log"):
+            assert (d / name).is_file(), name
+        assert "/" not in (d / "config.yaml").read_text().split("data_dir:")[1].split("\n")[0].strip()[:1]
 
 
 def test_same_config_and_seed_give_the_same_numbers(tmp_path):
     rows = []
     for name in ("a", "b"):
-        p = train("trainer.max_batches=3", "method=neumann", root=tmp_path / name)
-        assert p.returncode == 0, p.stderr[-2000:]
-        rows.append([{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records(run_dirs(tmp_path / name)[0])[1]])
+        ok(train("trainer.max_batches=3", "method=neumann", root=tmp_path / name))
+        rows.append(strip(records(run_dirs(tmp_path / name)[0])[1]))
     assert rows[0] == rows[1]
 
 
-def test_resume_after_kill_ends_equal_to_uninterrupted(tmp_path):
-    common = ["trainer.epochs=2", "trainer.max_batches=3", "method=jfb"]
-    p = train(*common, root=tmp_path / "straight")
-    assert p.returncode == 0, p.stderr[-2000:]
-    straight = records(run_dirs(tmp_path / "straight")[0])
+# ----------------------------------------------------------------------------------- run identity
 
+def test_a_multirun_over_a_setting_outside_the_old_run_name_gives_each_job_its_folder(tmp_path):
+    p = ok(train("-m", "optimizer.lr=1e-3,2e-3", "trainer.max_batches=1", root=tmp_path))
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 2 and "2 of 2 jobs completed" in p.stdout
+    lrs = sorted(json.loads((d / "identity.json").read_text())["identity"]["optimizer"]["lr"] for d in dirs)
+    assert lrs == [1e-3, 2e-3]
+    assert all(records(d)[0]["status"] == "completed" for d in dirs)
+    assert all("optimizer.lr=" in " ".join(json.loads((d / "identity.json").read_text())["overrides"]) for d in dirs)
+
+
+def test_a_multirun_with_an_invalid_job_runs_the_others_and_exits_non_zero(tmp_path):
+    p = train("-m", "optimizer.lr=1e-3,-1", "trainer.max_batches=1", root=tmp_path)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert [records(d)[0]["status"] for d in run_dirs(tmp_path)] == ["completed"]
+    assert "1 of 2 jobs completed" in p.stdout
+    assert "failed job:" in p.stderr and "optimizer.lr=-1" in p.stderr and "expected a number > 0" in p.stderr
+
+
+def test_other_batch_limits_train_in_their_own_folder_and_the_same_command_skips(tmp_path):
+    ok(train("trainer.max_batches=1", root=tmp_path))
+    second = ok(train("trainer.max_batches=2", root=tmp_path))
+    assert "training jfb" in second.stdout  # trained, not refused and not skipped
+    by_batches = {records(d)[0]["batches_per_epoch"]: d for d in run_dirs(tmp_path)}
+    assert set(by_batches) == {1, 2}
+    before = (by_batches[2] / "summary.json").read_text()
+    again = ok(train("trainer.max_batches=2", root=tmp_path))
+    assert "already completed (1 epochs), nothing to do" in again.stdout
+    assert (by_batches[2] / "summary.json").read_text() == before
+
+
+def test_fewer_epochs_never_report_a_longer_run_and_more_epochs_extend_it(tmp_path):
+    ok(train("trainer.epochs=2", "trainer.max_batches=1", root=tmp_path))
+    d = run_dirs(tmp_path)[0]
+    two = records(d)
+    fewer = train("trainer.epochs=1", "trainer.max_batches=1", root=tmp_path)
+    assert fewer.returncode == 2 and "completed run of 2 epochs" in fewer.stderr and "trainer.epochs=1" in fewer.stderr
+    assert "test_acc" not in fewer.stdout and records(d) == two  # nothing reported, nothing changed
+    more = ok(train("trainer.epochs=3", "trainer.max_batches=1", root=tmp_path))
+    assert "extending a completed 2-epoch run to 3 epochs" in more.stdout
+    summary, metrics = records(d)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 3 and summary["extended_from"] == [2]
+    assert strip(metrics[:2]) == strip(two[1])
+    # extending gives the numbers of a run trained for 3 epochs at once
+    ok(train("trainer.epochs=3", "trainer.max_batches=1", root=tmp_path / "straight"))
+    assert strip(records(run_dirs(tmp_path / "straight")[0])[1]) == strip(metrics)
+
+
+def test_hydra_run_dir_puts_every_record_there(tmp_path):
+    target = tmp_path / "chosen" / "here"
+    ok(train(f"hydra.run.dir={target}", root=tmp_path / "root"))
+    assert sorted(p.name for p in target.iterdir() if p.name != ".lock") == ["checkpoints", "config.yaml", "identity.json", "metrics.jsonl",
+                                                         "summary.json", "train.log"]
+    assert not (tmp_path / "root").exists() or not any((tmp_path / "root").iterdir())
+    other = train(f"hydra.run.dir={target}", "optimizer.lr=0.5", root=tmp_path / "root")
+    assert other.returncode == 2 and "other settings" in other.stderr and "optimizer.lr" in other.stderr
+
+
+def test_resume_after_kill_ends_equal_to_uninterrupted_and_reuses_the_wandb_run(tmp_path):
+    common = ["trainer.epochs=2", "trainer.max_batches=3", "method=jfb"]
+    ok(train(*common, root=tmp_path / "straight"))
+    straight = records(run_dirs(tmp_path / "straight")[0])
     # the interrupted run logs to W&B (offline) so that its resumption can be checked to reuse the run id
-    killed = train(*common, "fault.kill_at_step=4", "logger=wandb", root=tmp_path / "killed")  # epoch 2, batch 2
+    killed = train(*common, *fault(kill_at_step=4), "logger=wandb", root=tmp_path / "killed")  # epoch 2, batch 2
     assert killed.returncode == -9
     d = run_dirs(tmp_path / "killed")[0]
     summary, metrics = records(d)
     assert summary["status"] == "running" and summary["epochs_completed"] == 1 and len(metrics) == 1
-
-    resumed = train(*common, "logger=wandb", root=tmp_path / "killed")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = ok(train(*common, "logger=wandb", root=tmp_path / "killed"))
     # both W&B runs (the killed one and its resumption) carry the same id: offline-run-<time>-<id>;
     # the killed one's .wandb file may hold nothing past its header (SIGKILL loses W&B's buffer)
     runs = sorted(d.glob("wandb/offline-run-*"))
@@ -123,55 +170,65 @@ def test_resume_after_kill_ends_equal_to_uninterrupted(tmp_path):
     assert "resuming after epoch 1" in resumed.stdout
     summary, metrics = records(d)
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]  # noqa: E731
     assert strip(metrics) == strip(straight[1])
     assert summary["test_acc"] == straight[0]["test_acc"]
 
 
-def test_completed_run_is_skipped_and_folder_reuse_with_other_settings_is_refused(tmp_path):
-    assert train(root=tmp_path).returncode == 0
-    again = train("skip_completed=true", root=tmp_path)
-    assert again.returncode == 0 and "already completed" in again.stdout
-    other = train("optimizer.lr=0.5", "run_name=mnist_jfb_bnTrue_tol0.0001_s0", root=tmp_path)
-    assert other.returncode == 2 and "other settings" in other.stderr and "optimizer.lr" in other.stderr
-
-
 def test_non_finite_loss_stops_the_run_as_failed_with_reason(tmp_path):
-    p = train("fault.nan_loss_at_step=1", root=tmp_path)
+    p = train(*fault(nan_loss_at_step=1), root=tmp_path)
     assert p.returncode == 1
     assert "non-finite" in p.stderr
     summary, _ = records(run_dirs(tmp_path)[0])
     assert summary["status"] == "failed" and "non-finite" in summary["reason"]
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("optimizer.lr=-1", "optimizer.lr=-1"),
-    ("solver.tol=0", "solver.tol=0"),
-    ("solver.max_iter=0", "solver.max_iter=0"),
-    ("trainer.epochs=abc", "trainer.epochs='abc'"),
-    ("method=nosuch", "method/nosuch"),
-    ("dataset.source=torchvision", "make data"),  # no files in the data directory
-])
-def test_invalid_input_fails_fast_with_a_clear_message(tmp_path, override, fragment):
-    p = train(override, f"paths.data_dir={tmp_path / 'empty'}", root=tmp_path / "runs")
-    assert p.returncode != 0
-    assert fragment in p.stderr, p.stderr[-2000:]
-    assert "Traceback" not in p.stderr
-    assert not list((tmp_path / "runs").glob("**/summary.json")) if (tmp_path / "runs").exists() else True
+# ----------------------------------------------------------------------------------- console, help, W&B
+
+def test_one_console_line_per_epoch_also_in_train_log_and_no_bars_off_a_terminal(tmp_path):
+    p = ok(train("trainer.epochs=2", "trainer.max_batches=1", "trainer.progress=null", root=tmp_path))
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("[jfb] epoch ")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["[jfb] epoch 1/2", "[jfb] epoch 2/2"]
+    assert all("train loss" in ln and "test acc" in ln and "fwd iters" in ln and "capped" in ln for ln in lines)
+    assert "\r" not in p.stdout + p.stderr  # no progress bar updates in a log file
+    log = (run_dirs(tmp_path)[0] / "train.log").read_text()
+    assert log.count("epoch 1/2 |") == 1 and log.count("epoch 2/2 |") == 1
 
 
-def test_wandb_offline_run_holds_the_logged_summary(tmp_path):
-    p = train("logger=wandb", "logger.mode=offline", root=tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
+def test_help_describes_the_app(tmp_path):
+    p = ok(train("--help", root=tmp_path, fast=False))
+    for part in ("jfb-train", "gradient method", "experiment/paper: cifar10, mnist, svhn",
+                 "method: explicit, ift, jfb, neumann, unrolled", "Examples:", "hydra.run.dir", "optimizer.lr"):
+        assert part in p.stdout, part
+
+
+def test_sgd_trains_sgd_and_an_unknown_optimizer_option_is_refused(tmp_path):
+    ok(train("optimizer=sgd", "trainer.max_batches=1", root=tmp_path))
+    cfg = json.loads((run_dirs(tmp_path)[0] / "identity.json").read_text())["identity"]
+    assert cfg["optimizer"]["name"] == "sgd" and cfg["optimizer"]["momentum"] == 0.9
+    bad = train("+optimizer.momentum=0.9", root=tmp_path / "bad")
+    assert bad.returncode == 2 and "optimizer.momentum is not an option of optimizer=adam" in bad.stderr
+
+
+def test_wandb_offline_run_holds_namespaced_metrics_config_and_summary(tmp_path):
+    ok(train("logger=wandb", "logger.mode=offline", "logger.log_every=1", "trainer.epochs=2", root=tmp_path))
     d = run_dirs(tmp_path)[0]
     summary, _ = records(d)
     assert summary["wandb_mode"] == "offline" and summary["wandb_id"]
     files = list(d.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1, list(d.rglob("*"))[:20]
     run, logged_summary, history = logged(files[0])
-    assert run.run_id == summary["wandb_id"] and run.display_name == summary["run_name"]
+    assert run.run_id == summary["wandb_id"] and run.display_name == summary["run_name"] == d.name
     assert set(run.tags) >= {"mnist", "jfb"} and run.run_group == "mnist"  # grouped by experiment
+    # the dashboard groups by the config columns the docs name: method.label and dataset.name
+    config = config_of(run)
+    assert config["method"]["label"] == "jfb" and config["dataset"]["name"] == "mnist"
+    assert config["run_hash"] == summary["run_hash"]
     assert logged_summary["test_acc"] == pytest.approx(summary["test_acc"])
     assert logged_summary["status"] == "completed" and logged_summary["params"] == 54_352
-    epochs = [h for h in history if "test_acc" in h]
-    assert len(epochs) == 1 and epochs[0]["epoch"] == 1 and epochs[0]["test_acc"] == pytest.approx(summary["test_acc"])
+    epochs = [h for h in history if "test/acc" in h]
+    assert [h["epoch"] for h in epochs] == [1, 2]
+    assert epochs[-1]["test/acc"] == pytest.approx(summary["test_acc"])
+    for key in ("train/loss", "train/acc", "solver/fwd_iters_mean", "time/epoch_time_s", "memory/saved_for_backward_mb"):
+        assert key in epochs[-1], key
+    steps = [h for h in history if "train/step_loss" in h]
+    assert [h["_step"] for h in steps] == [1, 2, 3, 4]  # every step (log_every=1), against the global step

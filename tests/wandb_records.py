@@ -52,3 +52,14 @@ def logged(path: Path):
         elif kind == "history":
             history.append({(i.key or ".".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
     return run, summary, history
+
+
+def config_of(run) -> dict:
+    """The config a run record carries, as a plain dict (W&B wraps each top-level value as {"value": ...})."""
+    import json
+
+    out = {}
+    for u in run.config.update:
+        v = json.loads(u.value_json)
+        out[u.key or ".".join(u.nested_key)] = v["value"] if isinstance(v, dict) and "value" in v else v
+    return out

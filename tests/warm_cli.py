@@ -78,6 +78,7 @@ class Run:
         if COLD:
             e = {k: v for k, v in os.environ.items() if k not in drop_env}
             e.update(env)
+            e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), e.get("PYTHONPATH")]))
             self._proc = subprocess.Popen([sys.executable, "-m", "jfb.train", *args], cwd=REPO, env=e,
                                           stdout=open(self._out, "w"), stderr=open(self._err, "w"))
             self.pid = self._proc.pid

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m jfb.train [hydra overrides]`` (console script ``jfb-train``).
+"""Entry point: ``python -m jfb.train [hydra overrides]`` (console script ``jfb-train``; ``--help``).
 
 Examples::
 
@@ -6,16 +6,22 @@ Examples::
     python -m jfb.train experiment=paper/svhn method=ift seed=3 trainer.epochs=5
     python -m jfb.train -m experiment=paper/mnist method=jfb,ift,unrolled   # a multirun
 
-Bad input stops before training with one message naming the key, the value and what is allowed,
-and exit status 2. A run that fails while training records ``status: failed`` with the reason and
-exits 1 (in a multirun the other runs go on).
+Each run's folder is Hydra's output folder (``hydra.run.dir``; in a multirun ``hydra.sweep.dir`` /
+``hydra.sweep.subdir``), by default ``<paths.output_root>/<run_name>`` with a hash of every setting
+that can change the numbers in the name. Bad input stops before training with one message naming
+the key, the value and what is allowed, and exit status 2. A run that fails while training records
+``status: failed`` with the reason and exits 1. A multirun runs every job, then lists the failed
+ones and exits 1 if any failed.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import hydra
@@ -24,7 +30,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = os.environ.get("JFB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "configs"))
+from .training.identity import register_resolvers
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
+_STATUS_ENV = "JFB_MULTIRUN_STATUS"  # set for the jobs of a multirun by MultirunReport
+
+register_resolvers()
 
 
 def _in_multirun() -> bool:
@@ -64,6 +75,44 @@ def _check_output_root(config: DictConfig) -> None:
         sys.exit(2)
 
 
+class MultirunReport(Callback):
+    """A multirun goes on past its failed jobs; at its end, list them and exit 1 if any failed.
+
+    Each job appends one JSON line (its overrides, status and reason) to a file in the sweep folder
+    named by ``$JFB_MULTIRUN_STATUS``, which the jobs inherit whatever the launcher (in-process,
+    joblib workers, submitit/SLURM jobs on a shared file system)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(OmegaConf.select(config, "hydra.sweep.dir"))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f".multirun-{os.getpid()}-{time.time_ns()}.jsonl"
+        path.touch()
+        os.environ[_STATUS_ENV] = str(path.resolve())
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        path = Path(os.environ.pop(_STATUS_ENV, ""))
+        if not path.is_file():
+            return
+        jobs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.unlink(missing_ok=True)
+        failed = [j for j in jobs if j["status"] != "completed"]
+        print(f"[jfb] multirun: {len(jobs) - len(failed)} of {len(jobs)} jobs completed", flush=True)
+        if failed:
+            for j in failed:
+                print(f"[jfb] failed job: {' '.join(j['overrides'])}: {j['status']}: {j['reason']}", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(1)
+
+
+def _report_job(overrides: list, status: str, reason: str | None) -> None:
+    path = os.environ.get(_STATUS_ENV)
+    if not path:
+        return
+    line = json.dumps({"overrides": overrides, "status": status, "reason": reason}) + "\n"
+    with open(path, "a") as fh:  # one short write in append mode: whole lines even from parallel jobs
+        fh.write(line)
+
+
 def _remove_if_empty(path: Path) -> None:
     try:
         path.rmdir()  # Hydra creates the run folder before the task starts; leave no empty folder behind
@@ -74,36 +123,40 @@ def _remove_if_empty(path: Path) -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _task(cfg: DictConfig):
     from .data import DatasetNotFoundError
-    from .training import ConfigError, RecordWriteError, RunFailed, RunLocked, run_training
+    from .training import ConfigError, RecordWriteError, RunFailed, RunLocked, UnsafeCheckpoint, run_training
 
+    logging.captureWarnings(True)  # warnings through logging: on the console and in the run's train.log
     multirun = _in_multirun()
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
     signal.signal(signal.SIGTERM, _sigterm)  # a scheduler's SIGTERM ends the run as `interrupted`
-    out = None
+
+    def fail(status: str, reason: str, code: int):
+        _report_job(overrides, status, reason)
+        if not multirun:
+            sys.exit(code)
+
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        out = Path(resolved["paths"]["output_dir"])
-        summary = run_training(resolved)
-        print(f"[jfb] {out}: {summary['status']}, test_acc={summary.get('test_acc')}")
-        return summary.get("test_acc")
-    except (ConfigError, DatasetNotFoundError, RunLocked) as e:
+        summary = run_training(resolved, out, overrides=overrides)
+        _report_job(overrides, summary.status, summary.reason)
+        return summary.test_acc
+    except (ConfigError, DatasetNotFoundError, RunLocked, UnsafeCheckpoint) as e:
         print(f"error: {e}", file=sys.stderr)
-        if out is not None:
-            _remove_if_empty(out)
-        if multirun:
-            return None
-        sys.exit(2)
+        _remove_if_empty(out)
+        fail("invalid", str(e), 2)
     except (RunFailed, RecordWriteError) as e:
         print(f"error: run failed: {e}", file=sys.stderr)
-        if multirun:
-            return None
-        sys.exit(1)
+        fail("failed", str(e), 1)
+    except KeyboardInterrupt:
+        _report_job(overrides, "interrupted", "interrupted (KeyboardInterrupt or SIGTERM)")
+        raise
     except Exception as e:  # recorded as failed by run_training; one line instead of Hydra's traceback
         if os.environ.get("JFB_TRACEBACK"):
             raise
         print(f"error: run failed: {type(e).__name__}: {e} (set JFB_TRACEBACK=1 for the traceback)", file=sys.stderr)
-        if multirun:
-            return None
-        sys.exit(1)
+        fail("failed", f"{type(e).__name__}: {e}", 1)
 
 
 def _check_experiment(argv: list) -> None:

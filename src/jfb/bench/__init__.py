@@ -7,7 +7,7 @@
   depths (tolerance 1e-30, so exactly ``depth`` iterations run);
 * :mod:`~jfb.bench.paper_step`: the MNIST network at the authors' settings on real MNIST, whole
   training steps (JFB and the Jacobian-based CG step with the authors' rules), with the step's floor;
-* :mod:`~jfb.bench.adjoint`: the IFT adjoint solvers (CG, fixed point, Anderson) timed at equal true
+* :mod:`~jfb.bench.adjoint_accuracy`: the IFT adjoint solvers (CG, fixed point, Anderson) timed at equal true
   adjoint residual;
 * :mod:`~jfb.bench.epoch` (``--epoch``): one full JFB epoch on real MNIST with evaluation.
 

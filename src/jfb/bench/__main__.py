@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..runtime import retain_host_memory
-from . import adjoint, depth, epoch, paper_step, report
+from ..host_memory import retain_host_memory
+from . import adjoint_accuracy, depth, epoch, paper_step, report
 from .timing import hardware, resolve_device
 
 DEPTHS = (5, 10, 25, 50, 100, 200)
@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
         res["paper_step"] = paper_step.run(a.data_dir if real else None, paper_batches, dev,
                                            source="torchvision" if real else "synthetic")
     if "adjoint" not in skip:
-        res["adjoint"] = adjoint.run(dev, batch=100, repeats=2 if a.quick else 3)
+        res["adjoint"] = adjoint_accuracy.run(dev, batch=100, repeats=2 if a.quick else 3)
     if a.epoch:
         res["epoch"] = epoch.run(a.data_dir, device=a.device, threads=a.threads)
     res["wall_s"] = time.perf_counter() - t0

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..data import build_loaders
 from ..models import build_model
 from ..models.blocks import latent_bn_policy
-from ..training.run import make_adam
+from ..training.optimizers import make_optimizer
 from .timing import clock, spread
 
 AUTHORS = dict(tol=0.1, max_iter=50, residual="pixel", stop="abs")
@@ -43,7 +43,7 @@ def make(variant: str, device: torch.device, seed: int = 0, channels_last: bool 
     torch.manual_seed(seed)
     model = build_model("mnist", fixed_point_options=dict(opts, **AUTHORS), channels_last=channels_last, **kw)
     model = model.to(device).train()
-    return model, make_adam(model, lr=2e-4, weight_decay=1e-6)
+    return model, make_optimizer(model.parameters(), {"name": "adam", "lr": 2e-4, "weight_decay": 1e-6})
 
 
 def train_step(model, opt, x, y, device, t: Dict[str, List[float]]):

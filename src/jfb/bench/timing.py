@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List
 
 import torch
 
-from ..runtime import host_allocator
+from ..host_memory import host_allocator
 from ..training import env
 
 

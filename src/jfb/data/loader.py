@@ -19,17 +19,11 @@ from .sources import load_synthetic, load_torchvision
 from .specs import DatasetSpec, get_spec
 
 DEFAULT_DATA_DIR = "data"
-_FALSE = {"0", "false", "no", "off"}
 
 
 def default_data_dir() -> str:
     """The data root: $JFB_DATA_DIR if set, else ``data`` (relative to the working directory)."""
     return os.environ.get("JFB_DATA_DIR") or DEFAULT_DATA_DIR
-
-
-def default_verify() -> bool:
-    """MD5 checks are on unless $JFB_DATA_VERIFY is 0/false/no/off (tests on fake files only)."""
-    return os.environ.get("JFB_DATA_VERIFY", "1").strip().lower() not in _FALSE
 
 
 def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -108,7 +102,7 @@ def build_loaders(
     device: str | torch.device = "cpu",
     seed: int = 0,
     synthetic_size: tuple[int, int] = (512, 256),
-    verify: bool | None = None,
+    verify: bool = True,
 ) -> tuple[TensorLoader, TensorLoader]:
     """Training and test loaders for dataset ``name`` (a key of ``DATASETS``).
 
@@ -116,14 +110,14 @@ def build_loaders(
     ``DatasetNotFoundError``); "synthetic" makes ``synthetic_size`` = (train, test) random samples.
     augment: None uses the dataset's default (the authors' augmentation for CIFAR-10 only). It
     applies to training batches only; the test loader is never shuffled nor augmented.
-    svhn_extra: train on SVHN's 'train' + 'extra' splits. verify: torchvision's MD5 checks;
-    None reads $JFB_DATA_VERIFY (default on); turn off only for fake files in tests.
+    svhn_extra: train on SVHN's 'train' + 'extra' splits. verify: torchvision's MD5 checks of the
+    SVHN and CIFAR-10 files (config ``dataset.verify``); turn off only for files you re-packed yourself.
     """
     spec = get_spec(name)
     if source not in SOURCES:
         raise ValueError(f"unknown data source '{source}'; choose one of {sorted(SOURCES)}")
     data_dir = str(default_data_dir() if data_dir is None else data_dir)
-    verify = default_verify() if verify is None else bool(verify)
+    verify = bool(verify)
     augment = spec.default_augment if augment is None else bool(augment)
     if augment and spec.augmentation is None:
         raise ValueError(f"dataset '{name}' has no training augmentation defined (the authors used none); "

@@ -86,3 +86,13 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "jfb": __version__}
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress bars have a terminal to draw on (they go to stderr)."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,12 +1,40 @@
 """Measurements taken during training without slowing it down.
 
-Sums stay on the device and are read once per epoch. Memory is measured two ways (DESIGN.md,
-"Measure like airbench"): the peak allocated device memory on a GPU, and on any device the bytes of
-the tensors autograd saves for backward, which is what a gradient method costs in memory.
+Sums stay on the device and are read once per epoch. Memory is measured three ways: the peak
+allocated device memory on a GPU; on a CPU (Linux) the process's peak resident memory over the
+training phase (``VmHWM`` after resetting it through ``/proc/self/clear_refs``: everything resident,
+model, data and the allocator's retained heap included); and on any device the bytes of the tensors
+autograd saves, in the forward pass (``saved_for_backward``, what a gradient method keeps for its
+backward) and during the backward pass itself (``saved_in_backward``, e.g. the double-backward graph
+an adjoint solve builds).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+_PROC = Path("/proc/self")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak resident memory (Linux); False where that is not possible."""
+    try:
+        (_PROC / "clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory since the last reset, in MiB (None off Linux)."""
+    try:
+        for line in (_PROC / "status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class SavedTensorBytes:
@@ -52,6 +80,7 @@ class EpochMeter:
         self.bwd_missed = 0  # adjoint solves that stopped at their cap without meeting their tolerance
         self.jac_matvecs = 0
         self.saved_bytes = 0
+        self.saved_bwd_bytes = 0
         self.extra: dict = {}
 
     def add_batch(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:

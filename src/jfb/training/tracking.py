@@ -14,11 +14,50 @@ from pathlib import Path
 from typing import Optional
 
 
+# Per-epoch record keys -> W&B namespaces: (prefix, namespace, strip the prefix); first match wins,
+# the rest go under "train/".
+_NAMESPACES = (
+    ("train_", "train/", True), ("test_", "test/", True), ("eval_", "solver/", False), ("fwd_", "solver/", False),
+    ("bwd_", "solver/", False), ("capped_", "solver/", False), ("jac_", "solver/", False),
+    ("skipped_", "solver/", False), ("lip_", "contraction/", False), ("diag_", "diag/", True),
+    ("saved_for_backward", "memory/", False), ("peak_memory", "memory/", False),
+)
+_TIMES = {"epoch_time_s", "wall_time_s", "train_time_s", "callback_time_s", "eval_time_s"}
+
+
+def namespaced(row: dict) -> dict:
+    """An epoch row under W&B namespaces: train/, test/, solver/, time/, memory/, contraction/, diag/."""
+    out = {}
+    for k, v in row.items():
+        if v is None or isinstance(v, (dict, list)):
+            continue
+        if k == "epoch":
+            out["epoch"] = v
+        elif k in _TIMES:
+            out[f"time/{k}"] = v
+        elif k == "lr":
+            out["train/lr"] = v
+        else:
+            for prefix, ns, strip in _NAMESPACES:
+                if k.startswith(prefix):
+                    out[ns + (k[len(prefix):] if strip else k)] = v
+                    break
+            else:
+                out[f"train/{k}"] = v
+    return out
+
+
 class NullTracker:
     run_id: Optional[str] = None
     mode = "none"
 
     def log_epoch(self, metrics: dict, step: int) -> None:
+        pass
+
+    def log_step(self, step: int, loss: float) -> None:
+        pass
+
+    def log_checkpoint(self, paths: list, summary) -> None:
         pass
 
     def log_summary(self, summary: dict) -> None:
@@ -88,8 +127,8 @@ class WandbTracker:
             except Exception:
                 pass
             self.run = wandb.init(mode="offline", **kwargs)
+        # W&B's own step is the global training step; the epoch is a metric beside it
         self.run.define_metric("epoch")
-        self.run.define_metric("*", step_metric="epoch")
 
     def _safe(self, what, fn):
         try:
@@ -98,12 +137,26 @@ class WandbTracker:
             warnings.warn(f"W&B {what} failed ({e}); training goes on", stacklevel=3)
 
     def log_epoch(self, metrics: dict, step: int) -> None:
-        self._safe("log", lambda: self.run.log({k: v for k, v in metrics.items() if v is not None}))
+        self._safe("log", lambda: self.run.log(namespaced(metrics), step=step))
+
+    def log_step(self, step: int, loss: float) -> None:
+        self._safe("log", lambda: self.run.log({"train/step_loss": loss}, step=step))
+
+    def log_checkpoint(self, paths: list, summary) -> None:
+        """The final checkpoint as a W&B artifact of type "model" (``logger.log_checkpoint=true``)."""
+        def upload():
+            art = self._wandb.Artifact(f"checkpoint-{self.run_id}", type="model",
+                                       metadata={"run_hash": summary.run_hash, "test_acc": summary.test_acc,
+                                                 "epochs": summary.epochs_completed})
+            for p in paths:
+                art.add_file(str(p))
+            self.run.log_artifact(art)
+        self._safe("artifact", upload)
 
     def log_summary(self, summary: dict) -> None:
         def upd():
             for k, v in summary.items():
-                if isinstance(v, (int, float, str, bool)) or v is None:
+                if k != "extra" and (isinstance(v, (int, float, str, bool)) or v is None):
                     self.run.summary[k] = v
         self._safe("summary", upd)
 

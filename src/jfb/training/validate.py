@@ -74,6 +74,7 @@ def validate(cfg: dict) -> None:
     from ..core.solvers import SOLVERS
     from ..data import DATASETS
     from ..models import MODELS
+    from .optimizers import check as check_optimizer
 
     _choice(cfg, "dataset.name", sorted(DATASETS))
     _choice(cfg, "dataset.source", ["torchvision", "synthetic"])
@@ -113,10 +114,10 @@ def validate(cfg: dict) -> None:
     if "beta" in solver_opts:
         _num(cfg, "solver.options.beta", lo=0, lo_open=True, example=1.0)
 
-    _num(cfg, "optimizer.lr", lo=0, lo_open=True, example=1e-3)
-    _num(cfg, "optimizer.weight_decay", lo=0, example=0)
-    _int(cfg, "optimizer.scheduler.step_size", lo=1)
-    _num(cfg, "optimizer.scheduler.gamma", lo=0, lo_open=True, example=0.5)
+    try:
+        check_optimizer(_get(cfg, "optimizer"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     _int(cfg, "trainer.epochs", lo=1)
     _int(cfg, "trainer.batch_size", lo=1)
@@ -128,17 +129,27 @@ def validate(cfg: dict) -> None:
     dev = _get(cfg, "device")
     if not (isinstance(dev, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", dev)):
         _fail("device", dev, "expected auto, cpu, cuda or cuda:N")
-    fault = cfg.get("fault") or {}
-    if "kill_in" in fault:
-        _choice(cfg, "fault.kill_in", ["eval", "checkpoint"], optional=True)
-    for k in ("nan_loss_at_step", "kill_at_step", "kill_at_epoch", "disk_full_at_epoch"):
-        if k in fault:
-            _int(cfg, f"fault.{k}", lo=0, optional=True)
+    v = _get(cfg, "trainer.progress")
+    if v is not None and not isinstance(v, bool):
+        _fail("trainer.progress", v, "expected true, false or null (null: bars only on a terminal)")
+    if "skip_unconverged_backward" in cfg["trainer"]:
+        _bool(cfg, "trainer.skip_unconverged_backward")
+    if "verify" in cfg["dataset"]:
+        _bool(cfg, "dataset.verify")
+    cbs = cfg.get("callbacks") or {}
+    if not isinstance(cbs, dict) or any(c is not None and not (isinstance(c, dict) and "_target_" in c)
+                                        for c in cbs.values()):
+        _fail("callbacks", cbs, "expected a mapping name -> {_target_: module.Class, ...}, e.g. "
+              "+callbacks.mine._target_=mypkg.MyCallback")
     _choice(cfg, "logger.name", ["wandb", "none"])
     if cfg["logger"]["name"] == "wandb":
         _choice(cfg, "logger.mode", ["online", "offline", "disabled"], optional=True)
         if "init_timeout" in cfg["logger"]:
             _num(cfg, "logger.init_timeout", lo=0, lo_open=True, optional=True, example=30)
+        if "log_every" in cfg["logger"]:
+            _int(cfg, "logger.log_every", lo=1, optional=True)
+        if "log_checkpoint" in cfg["logger"]:
+            _bool(cfg, "logger.log_checkpoint")
 
     if cfg["model"]["implicit"]:
         opts = {k: v for k, v in (cfg["method"].get("options") or {}).items() if v is not None}
