@@ -47,6 +47,8 @@ def identity(cfg: dict) -> dict:
         _drop(out, key)
     if "device" in out:
         out["device"] = device_type(out["device"])
+    if isinstance(out.get("diagnostics"), dict) and out["diagnostics"].get("every") is None:
+        del out["diagnostics"]  # off: its other settings change nothing
     return out
 
 

@@ -26,6 +26,7 @@ from .atomic import atomic_write_json, atomic_write_text, write_metrics
 from .build import build
 from .callbacks import Callback, instantiate_callbacks
 from .checkpoint import list_checkpoints, load_latest, save_checkpoint
+from .diagnostics import from_config as diagnostics_from_config
 from .identity import identity, run_hash
 from .loop import RunFailed, Trainer, TrainerSettings
 from .resume import IDENTITY_FILE, Plan, plan
@@ -79,7 +80,7 @@ def run_training(cfg: dict, out_dir: str | Path, callbacks: Optional[list[Callba
     """
     validate(cfg)
     out = Path(out_dir)
-    cbs = instantiate_callbacks(cfg.get("callbacks")) + list(callbacks or [])
+    cbs = diagnostics_from_config(cfg) + instantiate_callbacks(cfg.get("callbacks")) + list(callbacks or [])
     with run_lock(out):
         p = plan(out, cfg)
         if p.action == "skip":

@@ -141,6 +141,18 @@ def validate(cfg: dict) -> None:
                                         for c in cbs.values()):
         _fail("callbacks", cbs, "expected a mapping name -> {_target_: module.Class, ...}, e.g. "
               "+callbacks.mine._target_=mypkg.MyCallback")
+    diag = cfg.get("diagnostics") or {}
+    if diag.get("every") is not None:
+        _int(cfg, "diagnostics.every", lo=1)
+        _num(cfg, "diagnostics.tol", lo=0, lo_open=True, example=1e-6)
+        _int(cfg, "diagnostics.max_iter", lo=1)
+        _choice(cfg, "diagnostics.backward", ["cg", "picard"])
+        _int(cfg, "diagnostics.norm_iters", lo=1)
+        _num(cfg, "diagnostics.norm_tol", lo=0, lo_open=True, example=1e-4)
+        _bool(cfg, "diagnostics.per_sample")
+        if not cfg["model"]["implicit"]:
+            _fail("diagnostics.every", diag["every"], f"method={cfg['method']['name']} has no fixed point to diagnose; "
+                  "use an implicit method (jfb, ift, neumann, unrolled) or diagnostics.every=null")
     _choice(cfg, "logger.name", ["wandb", "none"])
     if cfg["logger"]["name"] == "wandb":
         _choice(cfg, "logger.mode", ["online", "offline", "disabled"], optional=True)

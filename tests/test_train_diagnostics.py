@@ -1,0 +1,46 @@
+"""Gradient diagnostics while training, through the real entry point: recorded, and changing nothing."""
+from __future__ import annotations
+
+import json
+
+from cli import records, run_dirs
+from warm_cli import train
+
+TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
+
+
+def _ok(p):
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+
+
+def test_diagnostics_record_each_check_and_change_no_training_number(tmp_path):
+    common = ("trainer.epochs=2", "trainer.max_batches=3", "method=neumann")
+    _ok(train(*common, root=tmp_path / "plain"))
+    _ok(train(*common, "diagnostics.every=2", root=tmp_path / "diag"))
+    (plain,), (diag,) = run_dirs(tmp_path / "plain"), run_dirs(tmp_path / "diag")
+    assert plain.name != diag.name  # diagnostics settings are part of the run's identity
+    s_plain, m_plain = records(plain)
+    s_diag, m_diag = records(diag)
+    keep = lambda rows: [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("diag_")}  # noqa: E731
+                         for r in rows]
+    assert keep(m_diag) == keep(m_plain)  # same losses, accuracies, solver counts, contraction rescales
+    assert s_diag["test_acc"] == s_plain["test_acc"]
+    rows = [json.loads(line) for line in (diag / "diagnostics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 0), (1, 2), (2, 4)]  # every 2nd of 6 global steps
+    for r in rows:
+        assert r["adjoint_converged"] and -1 <= r["cos_all"] <= 1 and r["descent"] == (r["cos_all"] > 0)
+        assert {"cos_Q", "cos_R", "cos_S", "norm_ratio", "jac_norm", "jac_norm_iters", "time_s"} <= set(r)
+        assert r["jac_norm"] > 0 and r["gamma"] == 0.5
+    assert [m["diag_checks"] for m in m_diag] == [2, 1]
+    assert m_diag[0]["diag_cos_min"] == min(r["cos_all"] for r in rows[:2])
+    assert all(m["callback_time_s"] >= m["diag_time_s"] > 0 for m in m_diag)  # kept out of epoch_time_s
+
+
+def test_diagnostics_bad_input_is_refused(tmp_path):
+    for bad, fragment in (("diagnostics.every=0", "diagnostics.every=0 is invalid"),
+                          ("diagnostics.tol=0", "diagnostics.tol=0 is invalid"),
+                          ("method=explicit", "has no fixed point to diagnose")):
+        extra = ("diagnostics.every=1",) if bad != "diagnostics.every=0" else ()
+        p = train(*extra, bad, root=tmp_path)
+        assert p.returncode == 2 and fragment in p.stderr, p.stderr[-2000:]
+    assert not list(tmp_path.glob("*/summary.json"))
