@@ -22,9 +22,11 @@ def make_Q() -> nn.Module:
     )
 
 
-def make_S() -> nn.Module:
+def make_S(dropout: float = 0.2) -> nn.Module:
+    """``dropout`` is the Dropout2d rate (0.2 in the paper's network; the authors' unaugmented
+    CIFAR-10 classes use 0.1, see :mod:`jfb.models.authors`)."""
     return nn.Sequential(
-        conv3x3(64, 16, padding=0), act(), nn.Dropout2d(0.2), nn.Flatten(), nn.Linear(576, 10, bias=False)
+        conv3x3(64, 16, padding=0), act(), nn.Dropout2d(dropout), nn.Flatten(), nn.Linear(576, 10, bias=False)
     )
 
 
