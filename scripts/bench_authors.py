@@ -46,7 +46,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-EPS, MAX_DEPTH, GAMMA, LR, WD = 0.1, 50, 0.5, 2e-4, 1e-6
+from jfb import paper  # noqa: E402  (the one source of the authors' settings)
+
+EPS, MAX_DEPTH, GAMMA, LR, WD = (paper.value("mnist", k) for k in ("tol", "max_iter", "gamma", "lr", "weight_decay"))
 
 
 # --------------------------------------------------------------------------- the authors' side

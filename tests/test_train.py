@@ -50,6 +50,35 @@ def test_every_experiment_and_method_composes_and_validates(experiment, method):
     validate(cfg)
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "svhn", "cifar10"])
+@pytest.mark.parametrize("method", METHODS)
+def test_paper_presets_take_every_authors_setting_from_the_one_source(dataset, method):
+    """experiment=paper/<dataset> holds no value of its own: each comes from src/jfb/paper/<dataset>.py,
+    per method where the authors' drivers differ, as do the networks' defaults (jfb.models)."""
+    from jfb import paper
+    from jfb.models import MODELS
+
+    cfg = _compose(f"experiment=paper/{dataset}", f"method={method}")
+    v = lambda key: paper.value(dataset, key, method)  # noqa: E731
+    assert (cfg["model"]["gamma"], cfg["model"]["contraction"]) == (v("gamma"), v("contraction"))
+    s, o, t = cfg["solver"], cfg["optimizer"], cfg["trainer"]
+    assert (s["tol"], s["max_iter"], s["stop"], s["residual"]) == (v("tol"), v("max_iter"), v("stop"), v("residual"))
+    assert (o["lr"], o["weight_decay"], o["scheduler"]["step_size"], o["scheduler"]["gamma"]) == (
+        v("lr"), v("weight_decay"), v("lr_step"), v("lr_decay"))
+    assert (t["epochs"], t["batch_size"], t["test_batch_size"]) == (v("epochs"), v("batch_size"), v("test_batch_size"))
+    assert cfg["dataset"]["augment"] == v("augment")
+    if method == "ift":  # the authors' CG: per sample, from the right-hand side, per-sample Euclidean norm
+        opts = cfg["method"]["options"]
+        assert (opts["cg_scope"], opts["cg_start"], opts["backward_residual"]) == ("sample", "rhs", "sample")
+    spec = MODELS[dataset]
+    assert spec.gamma == paper.value(dataset, "gamma") and spec.fixed_point_options == paper.fixed_point_options(dataset)
+
+
+def test_outside_a_paper_preset_ift_uses_our_batch_cg():
+    opts = _compose("method=ift")["method"]["options"]
+    assert (opts["cg_scope"], opts["cg_start"], opts["backward_residual"]) == ("batch", "g", None)
+
+
 def test_every_dataset_and_method_trains_two_batches_with_complete_records(tmp_path):
     # tiny batches and a capped solve keep the 15 runs (CIFAR-10's Q has 32 residual blocks) within CI's time
     p = ok(train("-m", "experiment=" + ",".join(EXPERIMENTS), "method=" + ",".join(METHODS), "trainer.batch_size=4",

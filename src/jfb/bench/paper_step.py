@@ -24,26 +24,31 @@ import torch
 import torch.nn.functional as F
 
 from ..data import build_loaders
+from .. import paper
 from ..models import build_model
 from ..models.blocks import latent_bn_policy
 from ..training.optimizers import make_optimizer
 from .timing import clock, spread
 
-AUTHORS = dict(tol=0.1, max_iter=50, residual="pixel", stop="abs")
+# The authors' MNIST settings (src/jfb/paper/mnist.py, as the presets): JFB, and the Jacobian-based step
+# with their CG (per sample, from the right-hand side, per-sample stopping norm); the other adjoint
+# solvers replace CG on the same network and stopping norm.
+_IFT = paper.fixed_point_options("mnist", "ift")
 VARIANTS = {
-    "jfb": ({}, dict(method="jfb")),
-    "ift-cg": (dict(latent_bn=False), dict(method="ift", backward="cg", cg_scope="sample", backward_residual="sample")),
-    "ift-fixed_point": (dict(latent_bn=False), dict(method="ift", backward="picard", backward_residual="sample")),
-    "ift-anderson": (dict(latent_bn=False), dict(method="ift", backward="anderson", backward_residual="sample")),
+    "jfb": ({}, paper.fixed_point_options("mnist", "jfb")),
+    "ift-cg": (dict(latent_bn=False), dict(_IFT, backward="cg")),
+    "ift-fixed_point": (dict(latent_bn=False), dict(_IFT, backward="picard", cg_scope="batch", cg_start="g")),
+    "ift-anderson": (dict(latent_bn=False), dict(_IFT, backward="anderson", cg_scope="batch", cg_start="g")),
 }
 
 
 def make(variant: str, device: torch.device, seed: int = 0, channels_last: bool = True):
     kw, opts = VARIANTS[variant]
     torch.manual_seed(seed)
-    model = build_model("mnist", fixed_point_options=dict(opts, **AUTHORS), channels_last=channels_last, **kw)
+    model = build_model("mnist", fixed_point_options=opts, channels_last=channels_last, **kw)
     model = model.to(device).train()
-    return model, make_optimizer(model.parameters(), {"name": "adam", "lr": 2e-4, "weight_decay": 1e-6})
+    return model, make_optimizer(model.parameters(), {"name": "adam", "lr": paper.value("mnist", "lr"),
+                                                      "weight_decay": paper.value("mnist", "weight_decay")})
 
 
 def train_step(model, opt, x, y, device, t: Dict[str, List[float]]):
@@ -108,8 +113,8 @@ def run(data_dir: Optional[str], batches: int, device: torch.device, variants: S
                 floor_ratio.append((times[v]["forward"][-1] + times[v]["backward"][-1]) / f)
         if (b + 1) % 25 == 0:
             log(f"  paper step: {b + 1}/{batches} batches")
-    result = {"batches": batches, "source": source, "settings": dict(AUTHORS, batch=100, lr=2e-4, weight_decay=1e-6,
-                                                                     gamma=0.5), "data_ms": spread(data_ms),
+    result = {"batches": batches, "source": source, "settings": {k: paper.value("mnist", k) for k in (
+        "tol", "max_iter", "residual", "stop", "batch_size", "lr", "weight_decay", "gamma")}, "data_ms": spread(data_ms),
               "variants": {}}
     for v in variants:
         t = times[v]

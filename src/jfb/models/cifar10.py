@@ -13,6 +13,7 @@ from torch import nn
 
 from .blocks import act, conv3x3, lrelu
 from .latent import InputScaledR
+from .. import paper
 from .spec import NetSpec
 
 CHANNELS = 35
@@ -57,10 +58,10 @@ SPEC = NetSpec(
     in_shape=(3, 32, 32),
     latent_shape=(CHANNELS, 10, 10),
     lat_layers=5,
-    gamma=0.5,
+    gamma=paper.value("cifar10", "gamma"),
     num_params=843_430,
     make_Q=CifarQ,
     R_class=InputScaledR,
     make_S=make_S,
-    fixed_point_options=dict(method="jfb", tol=0.1, max_iter=50, residual="pixel", stop="abs"),
+    fixed_point_options=paper.fixed_point_options("cifar10"),
 )

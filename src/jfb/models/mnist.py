@@ -10,6 +10,7 @@ from torch import nn
 
 from .blocks import act, conv3x3
 from .latent import OutputScaledR
+from .. import paper
 from .spec import NetSpec
 
 
@@ -31,10 +32,10 @@ SPEC = NetSpec(
     in_shape=(1, 28, 28),
     latent_shape=(32, 9, 9),
     lat_layers=2,
-    gamma=0.5,
+    gamma=paper.value("mnist", "gamma"),
     num_params=54_352,
     make_Q=make_Q,
     R_class=OutputScaledR,
     make_S=make_S,
-    fixed_point_options=dict(method="jfb", tol=0.1, max_iter=50, residual="pixel", stop="abs"),
+    fixed_point_options=paper.fixed_point_options("mnist"),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .. import paper
 from .blocks import BasicBlock, act, conv3x3
 from .latent import OutputScaledR
 from .spec import NetSpec
@@ -41,11 +42,11 @@ SPEC = NetSpec(
     in_shape=(3, 32, 32),
     latent_shape=(64, 8, 8),
     lat_layers=1,
-    gamma=0.9,
+    gamma=paper.value("svhn", "gamma"),
     num_params=163_744,
     make_Q=make_Q,
     R_class=OutputScaledR,
     make_S=make_S,
     make_unused=make_unused,
-    fixed_point_options=dict(method="jfb", tol=1e-4, max_iter=200, residual="pixel", stop="abs"),
+    fixed_point_options=paper.fixed_point_options("svhn"),
 )

@@ -84,8 +84,11 @@ def _resolve_hash(*, _root_) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${jfb.run_hash:}`` (idempotent)."""
+    """Register ``${jfb.run_hash:}`` and ``${jfb.paper:...}`` (idempotent)."""
     from omegaconf import OmegaConf
 
+    from ..paper import register_resolver
+
+    register_resolver()
     if not OmegaConf.has_resolver("jfb.run_hash"):
         OmegaConf.register_new_resolver("jfb.run_hash", _resolve_hash)

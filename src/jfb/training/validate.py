@@ -4,7 +4,6 @@ Each problem is reported as one message naming the key, the value given and what
 """
 from __future__ import annotations
 
-import inspect
 import re
 from numbers import Integral, Real
 
@@ -69,7 +68,7 @@ def _bool(cfg, key):
 
 def validate(cfg: dict) -> None:
     """Raise :class:`ConfigError` on the first invalid setting of a resolved config."""
-    from ..core import make_method
+    from ..core import make_method, options
     from ..core.norms import RESIDUALS, STOPS
     from ..core.solvers import SOLVERS
     from ..data import DATASETS
@@ -101,18 +100,10 @@ def validate(cfg: dict) -> None:
     _int(cfg, "solver.max_iter", lo=1)
     _choice(cfg, "solver.stop", list(STOPS))
     _choice(cfg, "solver.residual", list(RESIDUALS))
-    solver_opts = cfg["solver"].get("options") or {}
-    known = list(inspect.signature(SOLVERS[cfg["solver"]["name"]]).parameters)[5:]  # after (g, z0, tol, max_iter, measure)
-    for k in solver_opts:
-        if k not in known:
-            raise ConfigError(f"solver.options.{k} is not an option of solver={cfg['solver']['name']!r}; its options "
-                              f"are: {', '.join(known) or 'none'}")
-    if "m" in solver_opts:
-        _int(cfg, "solver.options.m", lo=1)
-    if "lam" in solver_opts:
-        _num(cfg, "solver.options.lam", lo=0, example=1e-4)
-    if "beta" in solver_opts:
-        _num(cfg, "solver.options.beta", lo=0, lo_open=True, example=1.0)
+    try:  # the solver registry owns its options (jfb/core/options.py)
+        options.check("solver", cfg["solver"]["name"], cfg["solver"].get("options") or {}, where="solver.options")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     try:
         check_optimizer(_get(cfg, "optimizer"))
@@ -165,11 +156,11 @@ def validate(cfg: dict) -> None:
 
     if cfg["model"]["implicit"]:
         opts = {k: v for k, v in (cfg["method"].get("options") or {}).items() if v is not None}
-        try:
-            m = make_method(cfg["method"]["name"], **opts)
-            m.check(cfg["solver"]["name"])
+        try:  # the method registry owns its options, and says which solvers it can run with
+            options.check("method", cfg["method"]["name"], opts, where="method.options")
+            make_method(cfg["method"]["name"], **opts).check(cfg["solver"]["name"])
         except ValueError as e:
-            raise ConfigError(f"method={cfg['method']['name']!r} with method.options={opts}: {e}") from None
+            raise ConfigError(str(e)) from None
         if opts.get("cg_scope") == "sample" and cfg["model"]["latent_bn"]:
             raise ConfigError(
                 "method.options.cg_scope='sample' with model.latent_bn=true is contradictory: batch norm in "
