@@ -91,7 +91,7 @@ def test_side_by_side_runs_both_workers_and_writes_complete_records(tmp_path):
     data = tmp_path / "data"
     write_mnist(data, n_train=600, n_test=100)
     out = tmp_path / "out"
-    env = dict(os.environ, JFB_DATA_VERIFY="0", PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_authors.py"), "--authors-dir", str(authors),
                         "--data-dir", str(data), "--batches", "2", "--threads", "1", "--epoch", "--out", str(out),
                         "--name", "t"], capture_output=True, text=True, env=env, timeout=600)

@@ -125,15 +125,31 @@ def test_one_missing_file_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["cifar10", "svhn"])
-def test_md5_verified_by_default_and_failure_says_corrupted(tmp_path, monkeypatch, name):
-    monkeypatch.delenv("JFB_DATA_VERIFY", raising=False)
+def test_md5_verified_by_default_and_failure_says_corrupted(tmp_path, name):
     WRITERS[name](tmp_path, n_train=20, n_test=10)
     with pytest.raises(DatasetCorruptedError, match="MD5") as info:
         build_loaders(name, data_dir=tmp_path)
     assert isinstance(info.value, DatasetNotFoundError) and f"make data DATA_DIR={tmp_path}" in str(info.value)
-    monkeypatch.setenv("JFB_DATA_VERIFY", "0")  # what end-to-end smoke tests on fake files set
-    train, _ = build_loaders(name, data_dir=tmp_path)
+    train, _ = build_loaders(name, data_dir=tmp_path, verify=False)  # dataset.verify=false: re-packed files
     assert train.num_samples == 20
+
+
+def test_validation_split_is_seeded_disjoint_and_unaugmented(tmp_path):
+    from jfb.data import split_validation
+
+    write_cifar10(tmp_path, n_train=50, n_test=10)
+    splits = []
+    for _ in range(2):
+        train, _ = build_loaders("cifar10", data_dir=tmp_path, verify=False, batch_size=8, seed=3)
+        splits.append(split_validation(train, 12, test_batch_size=5))
+    (kept, val), (kept2, val2) = splits
+    assert (kept.num_samples, val.num_samples, len(val)) == (38, 12, 3)
+    assert torch.equal(val.images, val2.images) and torch.equal(kept.images, kept2.images)  # the same samples
+    together = torch.cat([kept.images, val.images]).flatten(1)
+    assert len({tuple(r.tolist()) for r in together}) == 50  # disjoint and complete
+    assert val.augment is None and not val.shuffle and kept.augment is not None
+    with pytest.raises(ValueError, match=r"dataset.val_size=50 is invalid: expected 1 to 49"):
+        split_validation(train, 50, 5)
 
 
 def test_data_dir_defaults_to_env(tmp_path, monkeypatch):

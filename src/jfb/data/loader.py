@@ -137,3 +137,22 @@ def build_loaders(
                          augment=spec.augmentation if augment else None, seed=seed, device=device)
     test = TensorLoader(test_x, test_y, spec, test_batch_size, shuffle=False, augment=None, seed=seed, device=device)
     return train, test
+
+
+def split_validation(train: TensorLoader, val_size: int, test_batch_size: int) -> tuple[TensorLoader, TensorLoader]:
+    """Hold ``val_size`` training samples out as a validation loader (no shuffling, no augmentation),
+    chosen by a permutation seeded with the loader's seed (the same samples for every method and epoch).
+
+    Model selection reads the validation accuracy, never the test set's (config ``dataset.val_size``;
+    0 in the paper presets, since the authors trained on the whole training set)."""
+    n = train.num_samples
+    if not 0 < val_size < n:
+        raise ValueError(f"dataset.val_size={val_size} is invalid: expected 1 to {n - 1} for a training set of {n} "
+                         "samples (0: no validation split)")
+    perm = torch.randperm(n, generator=_generator(train.seed, 0, 2)).to(train.device)
+    val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
+    kept = TensorLoader(train.images[train_idx], train.labels[train_idx], train.spec, train.batch_size, shuffle=True,
+                        augment=train.augment, seed=train.seed, device=train.device)
+    val = TensorLoader(train.images[val_idx], train.labels[val_idx], train.spec, test_batch_size, shuffle=False,
+                       augment=None, seed=train.seed, device=train.device)
+    return kept, val

@@ -20,14 +20,24 @@ def fixed_point_options(cfg: dict) -> dict:
 
 
 def build_data(cfg: dict, device: torch.device):
-    from ..data import build_loaders
+    """(train, test, val) loaders; val is None unless ``dataset.val_size`` > 0."""
+    from ..data import build_loaders, split_validation
 
     d, t = cfg["dataset"], cfg["trainer"]
-    return build_loaders(
+    train, test = build_loaders(
         d["name"], source=d["source"], data_dir=cfg["paths"]["data_dir"], batch_size=t["batch_size"],
         test_batch_size=t["test_batch_size"], augment=d.get("augment"), svhn_extra=d.get("svhn_extra", False),
         device=device, seed=cfg["seed"], synthetic_size=tuple(d.get("synthetic_size", (512, 256))),
         verify=d.get("verify", True))
+    if d.get("val_size"):
+        from .validate import ConfigError
+
+        try:
+            train, val = split_validation(train, int(d["val_size"]), t["test_batch_size"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return train, test, val
+    return train, test, None
 
 
 def build_network(cfg: dict, device: torch.device) -> torch.nn.Module:
@@ -40,9 +50,9 @@ def build_network(cfg: dict, device: torch.device) -> torch.nn.Module:
 
 
 def build(cfg: dict, device: torch.device):
-    """(train_loader, test_loader, model, optimizer, scheduler) of a run."""
-    train_loader, test_loader = build_data(cfg, device)
+    """(train_loader, test_loader, val_loader or None, model, optimizer, scheduler) of a run."""
+    train_loader, test_loader, val_loader = build_data(cfg, device)
     model = build_network(cfg, device)
     optimizer = make_optimizer(model.parameters(), cfg["optimizer"])
     scheduler = make_scheduler(optimizer, cfg["optimizer"])
-    return train_loader, test_loader, model, optimizer, scheduler
+    return train_loader, test_loader, val_loader, model, optimizer, scheduler

@@ -66,8 +66,10 @@ def _n_batches(loader, max_batches):
 
 def epoch_line(row: dict, epochs: int) -> str:
     """The console line of one epoch."""
-    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f} %",
-             f"test acc {row['test_acc']:.2f} %", f"{row['epoch_time_s']:.1f} s"]
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f} %"]
+    if row.get("val_acc") is not None:
+        parts.append(f"val acc {row['val_acc']:.2f} %")
+    parts += [f"test acc {row['test_acc']:.2f} %", f"{row['epoch_time_s']:.1f} s"]
     if row.get("fwd_iters_mean") is not None:
         parts.append(f"fwd iters {row['fwd_iters_mean']:.1f}, capped {row['capped_frac']:.0%}")
     if row.get("bwd_iters_mean") is not None:
@@ -90,6 +92,7 @@ class Trainer:
     warmup_time_s: Optional[float] = None
     callbacks: list = field(default_factory=list)
     log_step: Optional[Callable[[int, float], None]] = None
+    val_loader: object = None  # held-out training samples (dataset.val_size), evaluated like the test set
 
     def warmup(self) -> None:
         """One untimed forward-backward on a copy of the model (kernels, allocator, lazy init)."""
@@ -187,15 +190,16 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Test loss and accuracy in eval mode on the clean test set (no model selection on it), with the
-        evaluated network's own solver statistics."""
+    def evaluate(self, loader=None, prefix: str = "test") -> dict:
+        """Loss and accuracy in eval mode on the clean test set (no model selection on it) or another
+        loader, with the evaluated network's own solver statistics."""
+        loader = self.test_loader if loader is None else loader
         self.model.eval()
         meter = EpochMeter(self.device)
         _sync(self.device)
         t0 = time.perf_counter()
-        for x, y in tqdm(_limit(self.test_loader, self.settings.max_batches), leave=False, desc="eval",
-                         total=_n_batches(self.test_loader, self.settings.max_batches),
+        for x, y in tqdm(_limit(loader, self.settings.max_batches), leave=False, desc=prefix,
+                         total=_n_batches(loader, self.settings.max_batches),
                          disable=not self.settings.progress):
             logits, stats = self.model(x)
             meter.add_batch(F.cross_entropy(logits, y), logits, y)
@@ -204,6 +208,8 @@ class Trainer:
                 cb.on_eval_batch(self)
         _sync(self.device)
         solver = meter.solver_result()
+        if prefix != "test":
+            return meter.result(prefix)
         return {**meter.result("test"), "eval_time_s": time.perf_counter() - t0,
                 "eval_fwd_iters_mean": solver["fwd_iters_mean"], "eval_fwd_iters_max": solver["fwd_iters_max"],
                 "eval_capped_frac": solver["capped_frac"]}
@@ -218,6 +224,8 @@ class Trainer:
             w0 = time.perf_counter()
             row = self.train_epoch(epoch)
             row.update(self.evaluate())
+            if self.val_loader is not None:
+                row.update(self.evaluate(self.val_loader, "val"))
             row["wall_time_s"] = time.perf_counter() - w0 - row.get("callback_time_s", 0.0)
             train_time_s += row["epoch_time_s"]
             row["train_time_s"] = train_time_s

@@ -124,7 +124,7 @@ def _train(cfg: dict, out: Path, p: Plan, cbs: list[Callback], overrides: list[s
     device = env.resolve_device(cfg["device"])
     retain_host_memory()
     env.seed_everything(cfg["seed"], t.get("deterministic", True))
-    train_loader, test_loader, model, optimizer, scheduler = build(cfg, device)
+    train_loader, test_loader, val_loader, model, optimizer, scheduler = build(cfg, device)
     state = _load_resume_state(out, p, device)
 
     start_epoch, train_time, history, global_step = 0, 0.0, [], 0
@@ -155,11 +155,11 @@ def _train(cfg: dict, out: Path, p: Plan, cbs: list[Callback], overrides: list[s
         else:
             log.info(f"{out}: training {cfg['method']['label']} on {cfg['dataset']['name']} for {t['epochs']} "
                      f"epochs (run {summary.run_hash})")
-        return _fit(cfg, out, summary, model, optimizer, scheduler, train_loader, test_loader, device, cbs, history,
+        return _fit(cfg, out, summary, model, optimizer, scheduler, train_loader, test_loader, val_loader, device, cbs, history,
                     start_epoch, train_time, global_step, wandb_id, summary_path, metrics_path, ckpt_dir)
 
 
-def _fit(cfg, out, summary, model, optimizer, scheduler, train_loader, test_loader, device, cbs, history,
+def _fit(cfg, out, summary, model, optimizer, scheduler, train_loader, test_loader, val_loader, device, cbs, history,
          start_epoch, train_time, global_step, wandb_id, summary_path, metrics_path, ckpt_dir) -> RunSummary:
     t = cfg["trainer"]
     tracker = make_tracker(cfg["logger"], out, {**portable_paths(cfg), "run_hash": summary.run_hash}, out.name,
@@ -189,7 +189,8 @@ def _fit(cfg, out, summary, model, optimizer, scheduler, train_loader, test_load
         tracker.log_epoch(row, step=trainer.global_step)
 
     trainer = Trainer(model, optimizer, scheduler, train_loader, test_loader, device, settings, on_epoch_end,
-                      global_step=global_step, history=history, callbacks=cbs, log_step=tracker.log_step)
+                      global_step=global_step, history=history, callbacks=cbs, log_step=tracker.log_step,
+                      val_loader=val_loader)
     summary.warmup_time_s = None
     for cb in cbs:
         cb.on_run_start(trainer, out)

@@ -125,6 +125,8 @@ def validate(cfg: dict) -> None:
         _fail("trainer.progress", v, "expected true, false or null (null: bars only on a terminal)")
     if "skip_unconverged_backward" in cfg["trainer"]:
         _bool(cfg, "trainer.skip_unconverged_backward")
+    if "val_size" in cfg["dataset"]:
+        _int(cfg, "dataset.val_size", lo=0)
     if "verify" in cfg["dataset"]:
         _bool(cfg, "dataset.verify")
     cbs = cfg.get("callbacks") or {}

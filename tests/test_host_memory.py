@@ -1,4 +1,4 @@
-"""The process-wide host allocator setting (jfb.runtime), checked in fresh processes."""
+"""The process-wide host allocator setting (jfb.host_memory), checked in fresh processes."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ def _run(code: str, **env) -> str:
 
 
 def test_retain_host_memory_is_applied_once_and_can_be_turned_off():
-    code = ("from jfb import runtime; a = runtime.retain_host_memory(); b = runtime.retain_host_memory(); "
-            "print(a, b, runtime.host_allocator())")
+    code = ("from jfb import host_memory as hm; a = hm.retain_host_memory(); b = hm.retain_host_memory(); "
+            "print(a, b, hm.host_allocator())")
     on = _run(code, JFB_HOST_ALLOCATOR="retain").split()
     off = _run(code, JFB_HOST_ALLOCATOR="default").split()
     assert off == ["False", "False", "default"]
