@@ -1,4 +1,4 @@
-"""Bad input through the real entry point (issue 7): every case in CASES must fail at once with a
+"""Bad input through the real entry point: every case in CASES must fail at once with a
 clear message that names the key (or file) and the fix, a non-zero exit status, no traceback, and
 nothing written that looks like a result.
 

@@ -279,7 +279,7 @@ def write_table(out_dir: str, authors_dir: str, data_dir: str, device: torch.dev
         r = evaluate_authors(str(f), _dataset_of(f.name), data_dir, device, batch_size, also_train_mode)
         r["logits"] = diffs.get(r["sha256"])
         rows.append(r)
-        print(f"{f.name}: " + (f"missing: no data" if r["missing"] else r["_result"].line()), flush=True)
+        print(f"{f.name}: " + ("missing: no data" if r["missing"] else r["_result"].line()), flush=True)
     rows.sort(key=lambda r: (_DATASET_ORDER[r["dataset"]], _METHOD_ORDER[r["variant"]["method"]]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ one forward-backward of S(R(u, Q(d))): what no implementation of the same step c
 """
 from __future__ import annotations
 
-import itertools
 from typing import Dict, List, Optional, Sequence
 
 import torch

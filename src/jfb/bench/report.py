@@ -6,8 +6,9 @@ from pathlib import Path
 
 from .timing import fmt
 
-# The issue's figures for the authors' code on this machine type (2 CPU cores, no GPU), quoted, not ours.
-REFERENCE = {"source": "quoted in issue 6 (authors' code, 2 CPU cores, no GPU, real MNIST, first 100 batches)",
+# Figures given for the authors' code on this machine type (2 CPU cores, no GPU), quoted, not measured here;
+# scripts/bench_authors.py measures both side by side.
+REFERENCE = {"source": "given for the authors' code (2 CPU cores, no GPU, real MNIST, first 100 batches)",
              "jfb_step_ms": 93.0, "cg_step_ms": 236.0, "epoch_with_eval_s": [85.0, 138.0],
              "test_acc_epochs_1_2_3": [96.84, 97.97, 98.25]}
 

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .callbacks import Callback
 from .meters import EpochMeter, SavedTensorBytes, peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger("jfb")

@@ -80,7 +80,7 @@ def check(node: dict) -> None:
                              f"{', '.join(spec.options)}")
         spec.options[k].check(f"optimizer.{k}", v)
     if "lr" not in node:
-        raise ValueError(f"optimizer.lr is missing; e.g. optimizer.lr=1e-3")
+        raise ValueError("optimizer.lr is missing; e.g. optimizer.lr=1e-3")
     sched = node.get("scheduler") or {}
     for k, v in sched.items():
         if k not in SCHEDULER:
