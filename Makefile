@@ -10,9 +10,10 @@ SEEDS ?= 0
 DATA_DIR ?= $(or $(JFB_DATA_DIR),data)
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --quick
-export WANDB_MODE ?= offline
+DRY_RUN ?=
+REPRO_FLAGS = $(if $(filter-out 0 no false,$(DRY_RUN)),--dry-run)
 
-.PHONY: help venv test test-faults reproduce-table table bench data clean-venv
+.PHONY: help venv test test-faults reproduce-table update-reference table bench data clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,10 +33,13 @@ test: venv  ## set up the environment and run the test suite
 test-faults: venv  ## fault-injection tests only (kill -9, disk full, failing runs, W&B down)
 	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)
 
-reproduce-table: venv  ## run the missing runs of PROFILE (paper|quick|smoke), then build results/PROFILE/
-	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) --seeds "$(SEEDS)" --data-dir "$(DATA_DIR)"
+reproduce-table: venv  ## train PROFILE's runs (quick|paper|smoke) here into reproduced/PROFILE/runs, build its tables and figures there (DRY_RUN=1: commands and time estimate only)
+	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) --seeds "$(SEEDS)" --data-dir "$(DATA_DIR)" $(REPRO_FLAGS)
 
-table: venv  ## rebuild results/PROFILE/ tables and figures from existing run records only
+update-reference: venv  ## deliberately replace the committed reference results/PROFILE/ with runs made here (same sweep; DRY_RUN=1 supported)
+	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) --seeds "$(SEEDS)" --data-dir "$(DATA_DIR)" --results-root results $(REPRO_FLAGS)
+
+table: venv  ## rebuild reproduced/PROFILE/ tables and figures from this machine's run records only
 	$(PY) -m jfb.repro.tables --profile $(PROFILE)
 
 bench: venv  ## benchmark every gradient method (time split, memory vs depth) into results/bench/ (BENCH_ARGS="--quick")

@@ -1,29 +1,36 @@
 """Build Tables 1-3 (markdown and CSV) and Figures 5-6 from run records.
 
-    python -m jfb.repro.tables --profile quick [--results-root results] [--seeds "0 1 2"]
+    python -m jfb.repro.tables --profile quick [--results-root reproduced] [--seeds "0 1 2"]
 
 reads ``<results-root>/<profile>/runs/*/{summary.json,metrics.jsonl}`` and writes ``table1.md``,
-``table2.md``, ``table3.md`` (each with a ``.csv`` twin), ``fig5.png``, ``fig6.png`` and a
+``table2.md``, ``table3.md`` (each with a ``.csv`` twin), ``fig5_<dataset>.png``, ``fig6.png`` and a
 ``README.md`` joining them, into ``<results-root>/<profile>/``. Every number of ours comes from a
 completed run's record; the paper's numbers come from :mod:`jfb.repro.paper_numbers`. A run that is
-missing, failed or unfinished shows as that word, never as a number.
+missing, failed or unfinished shows as that word, never as a number. The build date is now, or
+``SOURCE_DATE_EPOCH`` when set.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
 import io
 import json
 import math
-from dataclasses import dataclass
+import os
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paper_numbers as paper
-from .records import Cell, Record, Selection, cell, commits, const_cell, hardware, load_records, ratio_cell, select, versions
-from .sweeps import DATASET_TITLES, DATASETS, PROFILES, table1_specs, table2_specs, table3_specs
+from .header import built_date, header
+from .selection import Cell, Record, Selection, cell, const_cell, load_records, ratio_cell, select
+from .sweeps import DATASET_TITLES, DATASETS, table1_specs, table2_specs, table3_specs
 
 MANIFEST = "sweep.json"  # written by jfb.repro.reproduce: seeds and datasets skipped for want of data
+LOCAL_ROOT = "reproduced"  # this machine's results (git ignores it)
+REFERENCE_ROOT = "results"  # the committed reference results (other hardware)
+
+NO_VAL_SPLIT = "n/a: no validation split (dataset.val_size=0)"
 
 
 # ---------------------------------------------------------------- number formats
@@ -51,6 +58,10 @@ def fmt_iters(x: float, ref: float | None = None) -> str:
     return f"{x:.1f}"
 
 
+def fmt_pct(x: float, ref: float | None = None) -> str:
+    return f"{x:.0f} %"
+
+
 def fmt_ratio(x: float, ref: float | None = None) -> str:
     return f"{x:.2f}×"
 
@@ -68,24 +79,77 @@ def fmt_sci(x: float, ref: float | None = None) -> str:
 
 # ---------------------------------------------------------------- values read from a record
 
-def summary_field(key: str):
-    """A getter of one summary field of a record."""
-    return lambda r: r.summary.get(key)
+def v_acc(r: Record):
+    return r.summary.test_acc
 
 
-v_acc = summary_field("test_acc")
-v_params = summary_field("params")
-v_time = summary_field("time_per_epoch_s")
-v_peak = summary_field("peak_memory_mb")
-v_saved = summary_field("saved_for_backward_mb")
-v_fwd_iters = summary_field("fwd_iters_mean")
+def v_acc_at_best_val(r: Record):
+    return r.summary.test_acc_at_best_val
+
+
+def v_best_test_acc(r: Record):
+    return r.summary.best_test_acc
+
+
+def v_params(r: Record):
+    return r.summary.params
+
+
+def v_time(r: Record):
+    return r.summary.time_per_epoch_s
+
+
+def v_wall(r: Record):
+    return r.summary.wall_time_per_epoch_s
+
+
+def v_peak_gpu(r: Record):
+    return r.summary.peak_memory_mb
+
+
+def v_peak_rss(r: Record):
+    return r.summary.peak_rss_mb
+
+
+def v_saved_fwd(r: Record):
+    return r.summary.saved_for_backward_mb
+
+
+def v_saved_bwd(r: Record):
+    return r.summary.saved_in_backward_mb
+
+
+def v_saved_total(r: Record):
+    a, b = v_saved_fwd(r), v_saved_bwd(r)
+    return None if a is None or b is None else a + b
+
+
+def v_fwd_iters(r: Record):
+    return r.summary.fwd_iters_mean
 
 
 def v_matvecs_per_epoch(r: Record):
-    total, epochs = r.summary.get("jac_matvecs"), r.summary.get("epochs_completed")
+    total, epochs = r.summary.jac_matvecs, r.summary.epochs_completed
     if total is None or not epochs:
         return None
     return float(total) / float(epochs)
+
+
+def v_eval_iters_mean(r: Record):
+    """Evaluation-mode forward iterations, mean over the epochs' evaluations."""
+    vals = r.epoch_values("eval_fwd_iters_mean")
+    return statistics.fmean(vals) if vals else None
+
+
+def v_eval_iters_max(r: Record):
+    vals = r.epoch_values("eval_fwd_iters_max")
+    return max(vals) if vals else None
+
+
+def v_eval_capped_pct(r: Record):
+    """Share of evaluation batches whose solve hit max_iter, in the worst epoch (%)."""
+    vals = r.epoch_values("eval_capped_frac")
+    return 100.0 * max(vals) if vals else None
 
 
 # ---------------------------------------------------------------- tables
@@ -113,13 +177,17 @@ class Table:
             lines.append("| " + " | ".join(_text(row.get(c.key, "")) for c in self.columns) + " |")
         return "\n".join(lines)
 
+    def text_rows(self) -> list[list[str]]:
+        """The cells as shown (for W&B tables)."""
+        return [[_text(row.get(c.key, "")) for c in self.columns] for row in self.rows]
+
     def csv_text(self) -> str:
-        header = []
+        header_row = []
         for c in self.columns:
-            header += [c.key, f"{c.key}_std", f"{c.key}_n", f"{c.key}_note"] if c.ours else [c.key]
+            header_row += [c.key, f"{c.key}_std", f"{c.key}_n", f"{c.key}_note"] if c.ours else [c.key]
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
+        w.writerow(header_row)
         for row in self.rows:
             out = []
             for c in self.columns:
@@ -154,20 +222,74 @@ class Context:
     records: list[Record]
     seeds: tuple[int, ...]
     skipped: dict[str, str]  # dataset -> reason it was not run (e.g. "no data")
+    preferred: set[str] = field(default_factory=set)  # run folders the last sweep launched
 
     def select(self, spec) -> Selection:
         reason = self.skipped.get(spec.dataset)
-        return select(self.records, spec, self.seeds, f"missing: {reason}" if reason else "missing")
+        return select(self.records, spec, self.seeds, f"missing: {reason}" if reason else "missing", self.preferred)
 
 
 def _used(*sels: Selection) -> list[Record]:
     return [r for s in sels for r in s.completed()]
 
 
+def _run_name(r: Record) -> str:
+    s = r.summary
+    bn = "" if s.latent_bn is None else f", latent BN {'on' if s.latent_bn else 'off'}"
+    return f"{DATASET_TITLES.get(s.dataset, s.dataset)} {s.method_label}{bn}, seed {s.seed}"
+
+
+def solver_notes(records: list[Record]) -> list[str]:
+    """A warning when any run's evaluation solves hit max_iter; a note when runs did not record them."""
+    notes, seen = [], set()
+    capped, unrecorded = [], []
+    for r in records:
+        if r.path in seen:
+            continue
+        seen.add(r.path)
+        if not any("eval_capped_frac" in m for m in r.metrics):
+            unrecorded.append(_run_name(r))
+            continue
+        worst = v_eval_capped_pct(r)
+        if worst:
+            epochs = [str(m["epoch"]) for m in r.metrics if m.get("eval_capped_frac")]
+            capped.append(f"{_run_name(r)} (up to {worst:.0f} % of evaluation batches; epoch {', '.join(epochs)})")
+    if capped:
+        notes.append("⚠ WARNING: evaluation solves hit solver.max_iter without meeting solver.tol in: "
+                     + "; ".join(capped) + ". The test accuracies of these runs come partly from unconverged "
+                     "fixed points (eval mode: running batch-norm statistics).")
+    if unrecorded:
+        notes.append("Evaluation-mode solver statistics are not in the records of: " + "; ".join(unrecorded)
+                     + " (records written before the trainer recorded them).")
+    return notes
+
+
+ACC_NOTES = [
+    "Accuracy (ours) is the test accuracy after the last epoch: no model selection. \"At the best validation "
+    "epoch\" is the test accuracy of the epoch with the best accuracy on a validation split held out of the "
+    "training set (dataset.val_size > 0); without one it reads \"" + NO_VAL_SPLIT + "\".",
+    "\"Best test epoch\" is the best test accuracy over the epochs: model selection on the test set, as the "
+    "authors kept their weights. It is shown for comparison with the paper only and is not our result.",
+]
+
+
+def _acc_cols() -> list[Column]:
+    return [Column("acc", "Test acc. % after the last epoch (ours)", True),
+            Column("acc_val", "Test acc. % at the best validation epoch (ours)", True),
+            Column("acc_best_test", "Best test acc. % over epochs (test-set selection, as the authors; not ours)",
+                   True)]
+
+
+def _acc_cells(sel: Selection) -> dict:
+    return {"acc": cell(sel, v_acc, fmt_acc), "acc_val": cell(sel, v_acc_at_best_val, fmt_acc, na=NO_VAL_SPLIT),
+            "acc_best_test": cell(sel, v_best_test_acc, fmt_acc)}
+
+
 def table1(ctx: Context) -> Table:
     cols = [Column("dataset", "Dataset"), Column("method", "Method"), Column("source", "Source"),
             Column("paper_size", "Size (paper)"), Column("paper_acc", "Acc. % (paper)"),
-            Column("params", "Params (ours)", True), Column("acc", "Acc. % (ours)", True)]
+            Column("params", "Params (ours)", True), *_acc_cols()]
+    quoted = {"params": "—", "acc": "—", "acc_val": "—", "acc_best_test": "—"}
     rows, used = [], []
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table1_specs(ds).items()}
@@ -177,66 +299,99 @@ def table1(ctx: Context) -> Table:
             # CIFAR-10: the paper's explicit row is ResNet-56 from He et al.; ours is the twin.
             rows.append({"dataset": DATASET_TITLES[ds], "method": "Explicit twin (not in the paper)",
                          "source": "run", "paper_size": "—", "paper_acc": "—",
-                         "params": const_cell(sels["explicit"], v_params, fmt_params),
-                         "acc": cell(sels["explicit"], v_acc, fmt_acc)})
+                         "params": const_cell(sels["explicit"], v_params, fmt_params), **_acc_cells(sels["explicit"])})
         for pr in paper_rows:
             row = {"dataset": DATASET_TITLES[ds], "method": pr.method, "paper_size": pr.size, "paper_acc": pr.acc}
             if pr.ours is None:
-                row.update(source=f"quoted from {pr.source}, not run", params="—", acc="—")
+                row.update(source=f"quoted from {pr.source}, not run", **quoted)
             else:
                 row.update(source="run", params=const_cell(sels[pr.ours], v_params, fmt_params),
-                           acc=cell(sels[pr.ours], v_acc, fmt_acc))
+                           **_acc_cells(sels[pr.ours]))
             rows.append(row)
     notes = [
         "Rows marked \"run\" are regenerated from our run records beside the paper's numbers; the other "
         "rows are the literature numbers the paper quoted, shown as quoted and not run.",
         *paper.SOURCES.values(),
-        "Accuracy is the test accuracy after the last epoch. The paper gives no error bars or number of runs.",
+        *ACC_NOTES,
+        "The paper gives no error bars or number of runs.",
         "CIFAR-10 runs use the fixed-point tolerance 1e-4 of the paper's Figure 5 (as the Table 2 JFB run).",
+        *solver_notes(used),
     ]
     return Table("table1", "Table 1. Test accuracy and network size", cols, rows, notes, used)
 
 
+T2_NAMES = {"ift": "Jacobian-based (IFT, CG; no latent BN)", "jfb": "JFB (latent BN)"}
+
+
 def table2(ctx: Context) -> Table:
     cols = [Column("dataset", "Dataset"), Column("method", "Method"),
-            Column("paper_time", "Time/epoch s (paper)"), Column("paper_matvecs", "𝒥 mat-vecs (paper)"),
+            Column("paper_time", "Time/epoch s (paper; whole epoch)"), Column("paper_matvecs", "𝒥 mat-vecs (paper)"),
             Column("paper_acc", "Acc. % (paper)"),
-            Column("time", "Time/epoch s (ours)", True), Column("matvecs", "𝒥 mat-vecs/epoch (ours)", True),
-            Column("acc", "Acc. % (ours)", True)]
+            Column("time", "Training phase s/epoch (ours)", True),
+            Column("wall", "Whole epoch s: data, training, test evaluation (ours; the authors' timing)", True),
+            Column("matvecs", "𝒥 mat-vecs/epoch (ours)", True),
+            *_acc_cols(),
+            Column("eval_iters", "Eval fwd iterations, mean over epochs (ours)", True),
+            Column("eval_iters_max", "Eval fwd iterations, max (ours)", True),
+            Column("eval_capped", "Eval batches capped at max_iter, worst epoch (ours)", True)]
     rows, used = [], []
-    names = {"ift": "Jacobian-based (IFT, CG, no latent BN)", "jfb": "JFB"}
+    blank = {"matvecs": "", "acc": "", "acc_val": "", "acc_best_test": "", "eval_iters": "", "eval_iters_max": "",
+             "eval_capped": "", "paper_matvecs": "", "paper_acc": ""}
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table2_specs(ds).items()}
         used += _used(*sels.values())
         for key in ("ift", "jfb"):
             pr = paper.table2_row(ds, key)
-            rows.append({"dataset": DATASET_TITLES[ds], "method": names[key], "paper_time": pr.time_per_epoch_s,
+            sel = sels[key]
+            rows.append({"dataset": DATASET_TITLES[ds], "method": T2_NAMES[key], "paper_time": pr.time_per_epoch_s,
                          "paper_matvecs": pr.matvecs, "paper_acc": pr.acc,
-                         "time": cell(sels[key], v_time, fmt_time),
-                         "matvecs": cell(sels[key], v_matvecs_per_epoch, fmt_sci),
-                         "acc": cell(sels[key], v_acc, fmt_acc)})
+                         "time": cell(sel, v_time, fmt_time), "wall": cell(sel, v_wall, fmt_time),
+                         "matvecs": cell(sel, v_matvecs_per_epoch, fmt_sci), **_acc_cells(sel),
+                         "eval_iters": cell(sel, v_eval_iters_mean, fmt_iters),
+                         "eval_iters_max": cell(sel, v_eval_iters_max, fmt_iters),
+                         "eval_capped": cell(sel, v_eval_capped_pct, fmt_pct)})
         speedup = paper.table2_speedup(ds)
-        rows.append({"dataset": DATASET_TITLES[ds], "method": "Speed-up of JFB (time ratio)",
-                     "paper_time": paper.Quoted(fmt_ratio(speedup), speedup), "paper_matvecs": "", "paper_acc": "",
-                     "time": ratio_cell(sels["ift"], sels["jfb"], v_time, fmt_ratio, "Jacobian-based", "JFB"),
-                     "matvecs": "", "acc": ""})
+        ratio = {k: ratio_cell(sels["ift"], sels["jfb"], v, fmt_ratio, "Jacobian-based", "JFB")
+                 for k, v in (("time", v_time), ("wall", v_wall))}
+        rows.append({"dataset": DATASET_TITLES[ds], "method": "Speed-up of JFB (time ratio, paired per seed)",
+                     "paper_time": paper.Quoted(fmt_ratio(speedup), speedup), **ratio, **blank})
     notes = [
+        "What is compared, as in the paper: JFB on the network with batch norm inside the latent operator "
+        "(latent BN) against Jacobian-based backpropagation on the network without it, which Jacobian-based "
+        "training needs. The two rows are not the same network or settings, so the speed-up mixes the gradient "
+        "method with the batch norm; Table 3 compares the methods on one network.",
         f"Paper: {paper.PAPER_HARDWARE}. Seconds do not carry across hardware; the speed-up ratio does "
-        "(ours: per seed, Jacobian-based time over JFB time, then mean ± std).",
+        "(ours: per seed, Jacobian-based time over JFB time, then mean ± std). The paper's speed-up is computed "
+        "from its printed times.",
+        "Two time definitions, each with its own speed-up. Training phase: the training loop only, device "
+        "synchronised, evaluation and warm-up excluded (how we measure). Whole epoch: wall time of the whole epoch "
+        "including data loading and test evaluation, as the authors timed their epochs; the paper's column is "
+        "this kind of time.",
         "Jacobian-based: the implicit-function-theorem gradient by conjugate gradients on the normal "
-        "equations, CG iterations capped at the forward depth, networks without latent batch norm (as the paper).",
+        "equations, CG iterations capped at the forward depth.",
         "Mat-vecs: products with 𝒥 per epoch, counted per sample (batched products × batch size, as the "
         "authors' code counts). Whether the paper's column is per epoch or per run is not stated.",
-        "Time/epoch: training phase only, device synchronised. The paper's speed-up is computed from its printed times.",
+        *ACC_NOTES,
+        "Eval fwd iterations: forward solver iterations in eval mode (running batch-norm statistics) on the test "
+        "set; capped: share of evaluation batches whose solve stopped at solver.max_iter.",
+        *solver_notes(used),
     ]
     return Table("table2", "Table 2. Jacobian-based backpropagation against JFB", cols, rows, notes, used)
 
 
 def table3(ctx: Context) -> Table:
     cols = [Column("dataset", "Dataset"), Column("method", "Method"),
-            Column("acc", "Acc. %", True), Column("time", "Time/epoch s", True),
-            Column("peak", "Peak memory MB", True), Column("saved", "Saved for backward MB", True),
-            Column("fwd_iters", "Forward iterations (mean)", True)]
+            Column("acc", "Test acc. % after the last epoch", True),
+            Column("time", "Training phase s/epoch", True),
+            Column("saved", "Saved for backward MB: forward + backward (sum)", True),
+            Column("saved_fwd", "Saved for backward MB: in the forward", True),
+            Column("saved_bwd", "Saved MB: during the backward", True),
+            Column("peak", "GPU peak allocated MB (GPU runs)", True),
+            Column("rss", "CPU peak resident memory MB (process, CPU runs)", True),
+            Column("fwd_iters", "Train fwd iterations (mean)", True),
+            Column("eval_iters", "Eval fwd iterations (mean)", True),
+            Column("eval_iters_max", "Eval fwd iterations (max)", True),
+            Column("eval_capped", "Eval batches capped, worst epoch", True)]
     names = {"jfb": "JFB", "ift": "Jacobian-based (IFT, CG)", "unrolled": "Unrolled (backprop through the iterations)"}
     rows, used = [], []
     for ds in DATASETS:
@@ -245,40 +400,34 @@ def table3(ctx: Context) -> Table:
         for key, sel in sels.items():
             rows.append({"dataset": DATASET_TITLES[ds], "method": names[key],
                          "acc": cell(sel, v_acc, fmt_acc), "time": cell(sel, v_time, fmt_time),
-                         "peak": cell(sel, v_peak, fmt_mb), "saved": cell(sel, v_saved, fmt_mb),
-                         "fwd_iters": cell(sel, v_fwd_iters, fmt_iters)})
+                         "saved": cell(sel, v_saved_total, fmt_mb), "saved_fwd": cell(sel, v_saved_fwd, fmt_mb),
+                         "saved_bwd": cell(sel, v_saved_bwd, fmt_mb),
+                         "peak": cell(sel, v_peak_gpu, fmt_mb), "rss": cell(sel, v_peak_rss, fmt_mb),
+                         "fwd_iters": cell(sel, v_fwd_iters, fmt_iters),
+                         "eval_iters": cell(sel, v_eval_iters_mean, fmt_iters),
+                         "eval_iters_max": cell(sel, v_eval_iters_max, fmt_iters),
+                         "eval_capped": cell(sel, v_eval_capped_pct, fmt_pct)})
     notes = [
         "Beyond the paper, which measures no memory. All three methods train the same network, the one "
         "without latent batch norm that Jacobian-based training needs, with the same settings.",
-        "Peak memory: GPU peak allocated (n/a on a CPU). Saved for backward: bytes of the tensors autograd "
-        "saves for the backward pass (any device); constant in depth for JFB and IFT, growing with the "
-        "iterations for unrolled.",
+        "Saved for backward, in the forward: bytes of the tensors autograd saves for the backward pass during "
+        "the forward (saved_tensors_hooks; any device), the largest training step of the run. During the "
+        "backward: bytes of the tensors saved while the backward runs (e.g. the graph conjugate gradients "
+        "differentiates through in an adjoint solve), largest step. The sum adds the two maxima. Constant in "
+        "depth for JFB and IFT, growing with the iterations for unrolled.",
+        "GPU peak allocated: torch.cuda.max_memory_allocated over each epoch's training, max over epochs (n/a on "
+        "a CPU). CPU peak resident memory: the process's peak resident set size (VmHWM, reset at each epoch) "
+        "during training, max over epochs; it includes the interpreter, the libraries and the data held in "
+        "memory (n/a on a GPU).",
+        "Train fwd iterations: forward solver iterations per training batch, mean. Eval: the same in eval mode "
+        "on the test set; capped: share of evaluation batches whose solve stopped at solver.max_iter.",
+        *solver_notes(used),
     ]
     return Table("table3", "Table 3. JFB, Jacobian-based and unrolled backpropagation: time and memory", cols, rows,
                  notes, used)
 
 
 # ---------------------------------------------------------------- output
-
-def header(title: str, profile: str, seeds: tuple[int, ...], records: list[Record], n_records: int, built: str) -> str:
-    prof = PROFILES.get(profile)
-    desc = f"{profile}: {prof.description}" if prof else profile
-    return "\n".join([
-        f"# {title} (profile: {profile})",
-        "",
-        f"Regenerated by `make reproduce-table PROFILE={profile}` from the run records in `runs/` "
-        f"({n_records} runs found); never typed by hand.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| Profile | {desc} |",
-        f"| Seeds | {' '.join(str(s) for s in seeds)} |",
-        f"| Hardware | {hardware(records)} |",
-        f"| Versions | {versions(records)} |",
-        f"| Commit | {commits(records)} |",
-        f"| Built | {built} |",
-    ])
-
 
 def render(table: Table, profile: str, ctx: Context, built: str) -> str:
     parts = [header(table.title, profile, ctx.seeds, table.records, len(ctx.records), built), "",
@@ -304,38 +453,67 @@ def default_seeds(manifest: dict, records: list[Record]) -> tuple[int, ...]:
     return tuple(seen) or (0,)
 
 
-def build(profile: str, results_root: str | Path = "results", seeds: tuple[int, ...] | None = None,
-          built: str | None = None, figures: bool = True) -> dict[str, Path]:
-    """Write the tables (and figures) of ``profile``; returns name -> path of what was written."""
+@dataclass
+class Built:
+    """What :func:`build` wrote: name -> path of every file, the tables, the figures drawn and the
+    lines saying which figures were not drawn and why."""
+
+    written: dict[str, Path] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    figures: dict[str, Path] = field(default_factory=dict)
+    not_drawn: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Path:
+        return self.written[name]
+
+
+def _reference_line(out_dir: Path, reference_dir: Path | None) -> list[str]:
+    if reference_dir is None or not (reference_dir / "README.md").is_file():
+        return []
+    if reference_dir.resolve() == out_dir.resolve():
+        return []
+    rel = os.path.relpath(reference_dir / "README.md", out_dir)
+    return [f"Reference: the committed results of this profile, made on other hardware and never taken as this "
+            f"machine's, are in [{rel}]({rel}).", ""]
+
+
+def build(profile: str, results_root: str | Path = LOCAL_ROOT, seeds: tuple[int, ...] | None = None,
+          figures: bool = True, reference_root: str | Path | None = REFERENCE_ROOT) -> Built:
+    """Write the tables (and figures) of ``profile`` from ``<results_root>/<profile>/runs``."""
     out_dir = Path(results_root) / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out_dir)
     records = load_records(out_dir / "runs", profile)
     seeds = tuple(seeds) if seeds else default_seeds(manifest, records)
-    ctx = Context(records, seeds, dict(manifest.get("skipped") or {}))
-    built = built or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    written: dict[str, Path] = {}
-    readme = [f"# Reproduction results (profile: {profile})", ""]
+    ctx = Context(records, seeds, dict(manifest.get("skipped") or {}), set(manifest.get("run_names") or []))
+    built = built_date()
+    out = Built()
+    readme = [f"# Reproduction results (profile: {profile})", "",
+              *_reference_line(out_dir, Path(reference_root) / profile if reference_root else None)]
     for make in (table1, table2, table3):
         t = make(ctx)
         md = out_dir / f"{t.name}.md"
         md.write_text(render(t, profile, ctx, built))
         (out_dir / f"{t.name}.csv").write_text(t.csv_text())
-        written[t.name] = md
-        written[f"{t.name}_csv"] = out_dir / f"{t.name}.csv"
+        out.tables.append(t)
+        out.written[t.name] = md
+        out.written[f"{t.name}_csv"] = out_dir / f"{t.name}.csv"
         readme += [f"## {t.title}", "", f"[{t.name}.md]({t.name}.md) · [{t.name}.csv]({t.name}.csv)", "",
                    t.markdown_body(), ""]
     if figures:
-        from .figures import fig5, fig6
+        from .figures import all_figures
 
-        for name, make_fig in (("fig5", fig5), ("fig6", fig6)):
-            path = out_dir / f"{name}.png"
-            caption = make_fig(ctx, profile, path)
-            written[name] = path
-            readme += [f"## {caption}", "", f"![{name}]({name}.png)", ""]
+        for fig in all_figures(ctx, profile, out_dir):
+            if fig.path is None:
+                out.not_drawn.append(fig.caption)
+                readme += [f"- {fig.caption}", ""]
+                continue
+            out.figures[fig.name] = fig.path
+            out.written[fig.name] = fig.path
+            readme += [f"## {fig.caption}", "", f"![{fig.name}]({fig.path.name})", ""]
     (out_dir / "README.md").write_text("\n".join(readme))
-    written["readme"] = out_dir / "README.md"
-    return written
+    out.written["readme"] = out_dir / "README.md"
+    return out
 
 
 def parse_seeds(text: str | None) -> tuple[int, ...] | None:
@@ -346,15 +524,22 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jfb.repro.tables", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="quick", help="paper | quick | smoke (any name: results/<name>/runs)")
-    p.add_argument("--results-root", default="results", help="folder holding <profile>/runs (default: results)")
-    p.add_argument("--seeds", default=None, help='expected seeds, e.g. "0 1 2" (default: the last sweep\'s, else those found)')
+    p.add_argument("--profile", default="quick", help="paper | quick | smoke (any name: <results-root>/<name>/runs)")
+    p.add_argument("--results-root", default=LOCAL_ROOT,
+                   help=f"folder holding <profile>/runs (default: {LOCAL_ROOT}, this machine's results; "
+                        f"{REFERENCE_ROOT}: the committed reference)")
+    p.add_argument("--reference-root", default=REFERENCE_ROOT,
+                   help="committed reference results, linked from the README")
+    p.add_argument("--seeds", default=None,
+                   help='expected seeds, e.g. "0 1 2" (default: the last sweep\'s, else those found)')
     p.add_argument("--no-figures", action="store_true", help="tables only")
-    p.add_argument("--built", default=None, help=argparse.SUPPRESS)  # fixed date for tests
     a = p.parse_args(argv)
-    written = build(a.profile, a.results_root, parse_seeds(a.seeds), a.built, figures=not a.no_figures)
+    built = build(a.profile, a.results_root, parse_seeds(a.seeds), figures=not a.no_figures,
+                  reference_root=a.reference_root)
     out_dir = Path(a.results_root) / a.profile
-    print(f"wrote {', '.join(sorted({p.name for p in written.values()}))} into {out_dir}/")
+    print(f"wrote {', '.join(sorted({p.name for p in built.written.values()}))} into {out_dir}/")
+    for line in built.not_drawn:
+        print(line)
     return 0
 
 

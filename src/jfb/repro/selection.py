@@ -1,8 +1,9 @@
 """Reading run records and turning them into table cells.
 
-A run folder holds ``summary.json`` (final figures and status) and ``metrics.jsonl`` (one line per
-epoch), written by the trainer. Only runs whose status is ``completed`` give numbers; every other
-state (failed, interrupted, running, no summary, no run at all) becomes a visible word in its cell.
+A run folder holds ``summary.json`` (final figures and status, :class:`~jfb.training.summary.RunSummary`)
+and ``metrics.jsonl`` (one line per epoch), written by the trainer. Only runs whose status is
+``completed`` give numbers; every other state (failed, interrupted, running, no summary, no run at
+all) becomes a visible word in its cell.
 """
 from __future__ import annotations
 
@@ -10,31 +11,35 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
+
+from jfb.training.summary import RunSummary, read_summary
 
 from .sweeps import RunSpec
-
-COMPLETED = "completed"
 
 
 @dataclass
 class Record:
     path: Path
-    summary: dict
-    metrics: list[dict] = field(default_factory=list)
+    summary: RunSummary
+    metrics: list[dict] = field(default_factory=list)  # metrics.jsonl rows, one per completed epoch
 
     @property
     def status(self) -> str:
-        return self.summary.get("status") or "incomplete"
+        return self.summary.status or "incomplete"
 
     @property
-    def seed(self) -> int | None:
-        s = self.summary.get("seed")
+    def seed(self) -> Optional[int]:
+        s = self.summary.seed
         return None if s is None else int(s)
 
     @property
     def completed(self) -> bool:
-        return self.status == COMPLETED
+        return self.summary.completed
+
+    def epoch_values(self, key: str) -> list:
+        """The non-null values of one metrics.jsonl column, in epoch order."""
+        return [m[key] for m in self.metrics if m.get(key) is not None]
 
 
 def _get(d, *keys):
@@ -58,7 +63,6 @@ def _identity_from_config(path: Path) -> dict:
         "tol": _get(cfg, "solver", "tol"),
         "seed": _get(cfg, "seed"),
         "profile": _get(cfg, "profile"),
-        "status": "incomplete",
     }
 
 
@@ -67,12 +71,11 @@ def load_run(folder: Path) -> Record | None:
     summary_path = folder / "summary.json"
     if summary_path.is_file():
         try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError:
-            summary = {"status": "unreadable"}
-            summary.update({k: v for k, v in _identity_from_config(folder / "config.yaml").items() if k != "status"})
+            summary = read_summary(summary_path)
+        except (OSError, ValueError, TypeError):  # torn or hand-damaged JSON: identity from the config
+            summary = RunSummary.from_dict({**_identity_from_config(folder / "config.yaml"), "status": "unreadable"})
     elif (folder / "config.yaml").is_file():
-        summary = _identity_from_config(folder / "config.yaml")
+        summary = RunSummary.from_dict({**_identity_from_config(folder / "config.yaml"), "status": "incomplete"})
     else:
         return None
     metrics: list[dict] = []
@@ -100,8 +103,7 @@ def load_records(runs_dir: Path, profile: str | None = None) -> list[Record]:
         rec = load_run(folder)
         if rec is None:
             continue
-        rec_profile = rec.summary.get("profile")
-        if profile is not None and rec_profile not in (None, profile):
+        if profile is not None and rec.summary.profile not in (None, profile):
             continue
         out.append(rec)
     return out
@@ -132,11 +134,20 @@ class Selection:
         return {s: g for s in self.seeds if (g := self.gap(s)) is not None}
 
 
-def select(records: list[Record], spec: RunSpec, seeds: tuple[int, ...], missing_word: str = "missing") -> Selection:
+def select(records: list[Record], spec: RunSpec, seeds: tuple[int, ...], missing_word: str = "missing",
+           preferred: set[str] | None = None) -> Selection:
+    """The records of ``spec`` by seed. When a seed has several (e.g. runs of older settings left in the
+    folder), those named in ``preferred`` (the run folders the last sweep launched) win; otherwise the
+    seed reads "ambiguous"."""
     by_seed: dict[int, list[Record]] = {s: [] for s in seeds}
     for rec in records:
         if rec.seed in by_seed and spec.matches(rec.summary):
             by_seed[rec.seed].append(rec)
+    if preferred:
+        for s, recs in by_seed.items():
+            chosen = [r for r in recs if r.path.name in preferred]
+            if len(recs) > 1 and chosen:
+                by_seed[s] = chosen
     return Selection(spec, tuple(seeds), by_seed, missing_word)
 
 
@@ -173,13 +184,17 @@ def aggregate(values: list[float], seeds: tuple[int, ...], gaps: dict[int, str],
     return Cell(text, mean, std, len(values), note)
 
 
-def cell(sel: Selection, value: Callable[[Record], float | None], fmt: Callable[[float], str]) -> Cell:
+NOT_MEASURED = "n/a"
+
+
+def cell(sel: Selection, value: Callable[[Record], float | None], fmt: Callable[[float], str],
+         na: str = NOT_MEASURED) -> Cell:
     """A cell of one quantity of a run spec over its seeds. A completed run that did not measure the
-    quantity (e.g. GPU memory on a CPU) gives "n/a"."""
+    quantity (e.g. GPU memory on a CPU) gives ``na`` (default "n/a")."""
     done = sel.completed()
     vals = [value(r) for r in done]
     if any(v is None for v in vals):
-        return Cell("n/a", note="not measured")
+        return Cell(na, note=na)
     return aggregate([float(v) for v in vals], sel.seeds, sel.gaps(), fmt)
 
 
@@ -213,7 +228,7 @@ def ratio_cell(num: Selection, den: Selection, value: Callable[[Record], float |
     return aggregate(ratios, num.seeds, gaps, fmt)
 
 
-def _distinct(records: list[Record], value, sep: str) -> str:
+def _distinct(records: list[Record], value: Callable[[RunSummary], str], sep: str) -> str:
     """The distinct values of ``value(summary)`` over the records, in order of first appearance."""
     seen: list[str] = []
     for r in records:
@@ -223,12 +238,16 @@ def _distinct(records: list[Record], value, sep: str) -> str:
     return sep.join(seen) if seen else "— (no completed run)"
 
 
+def device_text(summary: RunSummary) -> str:
+    return summary.device_name or summary.device or "unknown"
+
+
 def hardware(records: list[Record]) -> str:
-    return _distinct(records, lambda s: s.get("device_name") or s.get("device") or "unknown", "; ")
+    return _distinct(records, device_text, "; ")
 
 
-def _versions_text(summary: dict) -> str:
-    v = summary.get("versions") or {}
+def _versions_text(summary: RunSummary) -> str:
+    v = summary.versions or {}
     return ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "torchvision", "jfb") if v.get(k)) or "unknown"
 
 
@@ -237,4 +256,4 @@ def versions(records: list[Record]) -> str:
 
 
 def commits(records: list[Record]) -> str:
-    return _distinct(records, lambda s: s.get("commit") or "unknown", ", ")
+    return _distinct(records, lambda s: s.commit or "unknown", ", ")
