@@ -229,6 +229,12 @@ def test_failed_run_shows_failed_never_a_number(results: Path):
     assert "12.34" not in text and "50.00" not in text  # neither failed run's accuracy
 
 
+def test_damaged_summary_reads_unreadable(results: Path):
+    (run(results, "paper-svhn_jfb_s0") / "summary.json").write_text('{"status": "compl')
+    text = build("fixture", results, figures=False)["table1"].read_text()
+    assert "| SVHN | JFB-trained Implicit ResNet (ours) | run | 164K | 94.1 | s0 unreadable, s1 missing |" in text
+
+
 def test_records_of_another_profile_are_ignored(results: Path):
     edit_summary(run(results, "paper-svhn_jfb_s0"), profile="paper")
     text = build("fixture", results, figures=False)["table1"].read_text()

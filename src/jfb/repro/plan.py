@@ -33,7 +33,7 @@ def _action(folder: Path, epochs: int) -> tuple[str, int]:
         return "new", epochs
     try:
         old = read_summary(path)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         return "resume", epochs
     done = old.epochs_completed or 0
     if old.completed and done >= epochs:

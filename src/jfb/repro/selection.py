@@ -72,7 +72,7 @@ def load_run(folder: Path) -> Record | None:
     if summary_path.is_file():
         try:
             summary = read_summary(summary_path)
-        except (OSError, ValueError, TypeError):  # torn or hand-damaged JSON: identity from the config
+        except (OSError, ValueError, TypeError, AttributeError):  # torn or damaged JSON: identity from the config
             summary = RunSummary.from_dict({**_identity_from_config(folder / "config.yaml"), "status": "unreadable"})
     elif (folder / "config.yaml").is_file():
         summary = RunSummary.from_dict({**_identity_from_config(folder / "config.yaml"), "status": "incomplete"})
