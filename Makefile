@@ -2,18 +2,28 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+# The environment every target runs in: the active Python (PYTHON) when it already provides torch, hydra and
+# this checkout's jfb (a conda environment from environment.yml, CI's own environment), else $(VENV), built on
+# first use. Spec lookups only: nothing is imported, so `make help` stays instant.
+ACTIVE_ENV := $(shell $(PYTHON) -c "import importlib.util as u, os, sys; s = [u.find_spec(m) for m in ('jfb', 'torch', 'hydra')]; \
+	sys.exit(not all(s) or os.path.dirname(os.path.realpath(s[0].origin)) != os.path.realpath('src/jfb'))" 2>/dev/null && echo yes)
+PY := $(if $(ACTIVE_ENV),$(PYTHON),$(VENV)/bin/python)
+ENV_STAMP := $(if $(ACTIVE_ENV),,$(VENV)/.installed)
 # torch: the pinned CUDA build runs on CPUs too; override for other platforms (e.g. TORCH_SPEC="torch torchvision").
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
 SEEDS ?= 0
 DATA_DIR ?= $(or $(JFB_DATA_DIR),data)
 PYTEST_ARGS ?=
+# `make test-fast`: these files, without the tests marked slow or faults (`make test` runs everything).
+FAST_TESTS ?= tests/test_core_api.py tests/test_core_gradients.py tests/test_core_solvers.py tests/test_models.py \
+	tests/test_data.py tests/test_config_keys.py tests/test_train.py tests/test_launchers.py tests/test_repro_tables.py \
+	tests/test_host_memory.py
 BENCH_ARGS ?= --quick
 DRY_RUN ?=
 REPRO_FLAGS = $(if $(filter-out 0 no false,$(DRY_RUN)),--dry-run)
 
-.PHONY: help venv test test-faults reproduce-table update-reference table bench data clean-venv
+.PHONY: help venv test test-fast test-faults reproduce-table update-reference table bench data clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,10 +35,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev,launchers]"
 	touch $@
 
-venv: $(VENV)/.installed  ## create the local virtual environment (.venv) with everything installed
+venv: $(ENV_STAMP)  ## the environment the targets use: the active Python if it provides this checkout's jfb, else .venv (created here)
+	@echo "make uses $$($(PY) -c 'import sys; print(sys.executable)')"
 
-test: venv  ## set up the environment and run the test suite
+test: venv  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: venv  ## the edit loop, a few minutes: core, models, data, configs, tables and a few end-to-end runs
+	$(PY) -m pytest -q -m "not slow and not faults" $(FAST_TESTS) $(PYTEST_ARGS)
 
 test-faults: venv  ## fault-injection tests only (kill -9, disk full, failing runs, W&B down)
 	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)

@@ -27,6 +27,21 @@ def train(*overrides: str, root: Path, timeout: float = 600, env: dict | None = 
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=e)
 
 
+# Metrics that measure the machine, not the training: left out when two runs' numbers are compared.
+TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
+
+
+def strip(rows):
+    """Metric rows without TIME_KEYS."""
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def ok(p):
+    """Assert a finished run (CompletedProcess or warm_cli.Result) exited 0, showing its output if not."""
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
 def records(run_dir: Path):
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -37,13 +52,20 @@ def run_dirs(root: Path):
     return sorted(p.parent for p in Path(root).glob("*/summary.json"))
 
 
+def compose(*overrides: str, resolve: bool = True):
+    """The config `jfb.train` composes for these overrides (no cli.FAST): a plain dict, resolved unless
+    ``resolve=False`` (then the DictConfig)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from jfb.train import CONFIG_DIR  # registers the resolvers (${jfb.run_hash:}, ${jfb.paper:...})
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True) if resolve else cfg
+
+
 def run_name(*overrides: str, fast: bool = True) -> str:
     """The run folder name `jfb.train` gives these overrides (with cli.FAST unless ``fast=False``)."""
-    from hydra import compose, initialize_config_dir
-
-    from jfb.training.identity import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "src" / "jfb" / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[*(FAST if fast else []), *overrides])
-    return str(cfg.run_name)
+    return str(compose(*(FAST if fast else []), *overrides)["run_name"])

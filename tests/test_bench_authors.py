@@ -4,17 +4,22 @@ The stand-in below is written for this test (none of the authors' code is in thi
 tiny network with the interface their ``Networks.MNIST_FPN`` offers the script, and a plain batched
 CG with the interface of their ``BatchCG.cg_batch``. The data are fake MNIST files in torchvision's
 format. What is checked is the harness: both workers run, steps interleave, the records are complete.
+
+The script's ``main`` runs in this process, and its worker processes are forked from the warm server
+of tests/warm_cli.py (torch, torchvision and jfb already imported) instead of spawned: the same
+workers, pipes and records, without a fresh import of torch in each of five processes.
 """
 from __future__ import annotations
 
-import json
-import os
+import importlib.util
 import platform
-import subprocess
 import sys
+import types
 from pathlib import Path
 
+import pytest
 from fakedata import write_mnist
+from warm_cli import _ctx as warm_forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +88,18 @@ def cg_batch(A_bmm, B, M_bmm=None, X0=None, rtol=1e-3, atol=0.0, maxiter=None, v
 '''
 
 
-def test_side_by_side_runs_both_workers_and_writes_complete_records(tmp_path):
+def load_script(monkeypatch):
+    """scripts/bench_authors.py as the module ``bench_authors``, importable by name in the workers too."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("bench_authors", ROOT / "scripts" / "bench_authors.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_authors", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.usefixtures("one_thread")  # main(--threads 1) sets this process's torch threads; the fixture restores them
+def test_side_by_side_runs_both_workers_and_writes_complete_records(tmp_path, monkeypatch, capsys):
     authors = tmp_path / "authors"
     authors.mkdir()
     (authors / "Networks.py").write_text(NETWORKS)
@@ -91,12 +107,10 @@ def test_side_by_side_runs_both_workers_and_writes_complete_records(tmp_path):
     data = tmp_path / "data"
     write_mnist(data, n_train=600, n_test=100)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_authors.py"), "--authors-dir", str(authors),
-                        "--data-dir", str(data), "--batches", "2", "--threads", "1", "--epoch", "--out", str(out),
-                        "--name", "t"], capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    res = json.loads((out / "t.json").read_text())
+    bench = load_script(monkeypatch)
+    monkeypatch.setattr(bench, "mp", types.SimpleNamespace(get_context=lambda method: warm_forkserver))
+    res = bench.main(["--authors-dir", str(authors), "--data-dir", str(data), "--batches", "2", "--threads", "1",
+                      "--epoch", "--out", str(out), "--name", "t"])
     assert set(res["steps"]) == {"authors-jfb", "authors-cg", "ours-jfb", "ours-cg"}
     for v in res["steps"].values():
         assert v["ms"]["n"] == 2 and v["mean_ms"] > 0 and v["fwd_iters_mean"] >= 1
@@ -108,5 +122,7 @@ def test_side_by_side_runs_both_workers_and_writes_complete_records(tmp_path):
     e = res["epoch"]
     assert e["ours"]["ok"] and e["ours"]["epoch_with_eval_s"] > 0 and 0 <= e["ours"]["test_acc"] <= 100
     assert e["authors"]["epoch_with_eval_s"] > 0 and e["speedup"] > 0
+    assert (out / "t.json").is_file()
     md = (out / "t.md").read_text()
     assert "Each implementation in its own process" in md and "One full JFB epoch" in md
+    assert md.strip() in capsys.readouterr().out  # and printed

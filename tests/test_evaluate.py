@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import yaml
 
 from authors_standin import FILES, save_release_file, write_code, write_weights
+from cli import compose as compose_config
 from fakedata import write_mnist
 from jfb import evaluate
 from jfb.models import authors as A
@@ -313,16 +314,8 @@ class _Holder(torch.nn.Module):
 
 
 def compose(data_dir, *overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from jfb.train import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose("train", overrides=["logger=none", "device=cpu", f"paths.data_dir={data_dir}",
-                                                "trainer.test_batch_size=32", *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config("logger=none", "device=cpu", f"paths.data_dir={data_dir}", "trainer.test_batch_size=32",
+                          *overrides)
 
 
 def write_run(folder: Path, cfg: dict, epoch: int = 3, seed: int = 0):

@@ -1,12 +1,12 @@
-"""Reliability: the real entry point under faults (issue 7). `make test-faults` runs these.
+"""Reliability: the real entry point under faults. `make test-faults` runs these.
 
 Every test drives `jfb.train.main()` in its own process (tests/warm_cli.py; JFB_TEST_COLD=1 runs
 `python -m jfb.train` instead) on tiny synthetic MNIST runs, and checks the records on disk:
 
 - kill -9 anywhere (a seeded random training step, a random moment from outside, in evaluation,
-  half-way through a checkpoint write): rerunning resumes and ends with the numbers of a run that
-  was never interrupted; a damaged checkpoint is never loaded (fallback to the previous one, or a
-  clear refusal when none is intact);
+  half-way through a checkpoint write): rerunning resumes, under the same W&B run, and ends with the
+  numbers of a run that was never interrupted; a damaged checkpoint is never loaded (fallback to the
+  previous one, or a clear refusal when none is intact);
 - failing runs in a multirun (non-finite loss, a forward solve that stops converging): the others
   complete, the failed ones say why, and the tables show the gap;
 - W&B unreachable: training finishes and logs offline, quickly;
@@ -28,25 +28,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import FAST, REPO, records, run_dirs, run_name
+from cli import FAST, REPO, ok, records, run_dirs, run_name, strip
 from faults import fault
+from wandb_records import logged
 from warm_cli import start, train
 
 pytestmark = pytest.mark.faults
 
-TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
 COMMON = ("trainer.epochs=3",)  # with cli.FAST: 2 training batches an epoch, global steps 0..5
 STEPS = range(6)
 RUN = run_name(*COMMON)  # the run folder of the default config (seed 0)
-
-
-def strip(rows):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
-
-
-def ok(p):
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +127,28 @@ def _truncate(p: Path):
 
 @pytest.fixture(scope="module")
 def killed_in_epoch_3(tmp_path_factory):
-    """A run killed in epoch 3: checkpoints of epochs 1 and 2 on disk."""
+    """A run killed in epoch 3, logging to W&B offline: checkpoints of epochs 1 and 2 on disk."""
     root = tmp_path_factory.mktemp("killed3")
-    p = train(*COMMON, *fault(kill_at_step=4), root=root)
+    p = train(*COMMON, *fault(kill_at_step=4), "logger=wandb", root=root)
     assert p.returncode == -9, p.stderr[-2000:]
     assert sorted(x.name for x in (root / RUN / "checkpoints").glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
+    summary, metrics = records(root / RUN)
+    assert summary["status"] == "running" and summary["epochs_completed"] == 2 == len(metrics)
     return root / RUN
+
+
+def test_resume_after_kill_gives_the_same_numbers_and_continues_the_wandb_run(straight, killed_in_epoch_3, tmp_path):
+    d = tmp_path / RUN
+    shutil.copytree(killed_in_epoch_3, d)
+    killed_id = records(d)[0]["wandb_id"]
+    resumed = ok(train(*COMMON, "logger=wandb", root=tmp_path))
+    assert "resuming after epoch 2" in resumed.stdout
+    assert_same_as(straight, d)
+    # both W&B runs (the killed one and its resumption) carry the same id: offline-run-<time>-<id>; the
+    # killed one's .wandb file may hold nothing past its header (SIGKILL loses W&B's buffer)
+    runs = sorted(d.glob("wandb/offline-run-*"))
+    assert len(runs) == 2 and {p.name.rsplit("-", 1)[1] for p in runs} == {killed_id} == {records(d)[0]["wandb_id"]}
+    assert logged(runs[-1] / f"run-{killed_id}.wandb")[0].run_id == killed_id
 
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "bit-flipped"])

@@ -3,20 +3,14 @@ from __future__ import annotations
 
 import json
 
-from cli import records, run_dirs
+from cli import TIME_KEYS, ok, records, run_dirs
 from warm_cli import train
-
-TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
-
-
-def _ok(p):
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
 
 
 def test_diagnostics_record_each_check_and_change_no_training_number(tmp_path):
     common = ("trainer.epochs=2", "trainer.max_batches=3", "method=neumann")
-    _ok(train(*common, root=tmp_path / "plain"))
-    _ok(train(*common, "diagnostics.every=2", root=tmp_path / "diag"))
+    ok(train(*common, root=tmp_path / "plain"))
+    ok(train(*common, "diagnostics.every=2", root=tmp_path / "diag"))
     (plain,), (diag,) = run_dirs(tmp_path / "plain"), run_dirs(tmp_path / "diag")
     assert plain.name != diag.name  # diagnostics settings are part of the run's identity
     s_plain, m_plain = records(plain)
