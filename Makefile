@@ -25,8 +25,9 @@ REPRO_FLAGS = $(if $(filter-out 0 no false,$(DRY_RUN)),--dry-run)
 
 .PHONY: help venv test test-fast test-faults reproduce-table update-reference table bench data clean-venv
 
-help:  ## list the targets
+help:  ## list the targets, and the Python they use
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo "Python: $(PY)$(if $(ACTIVE_ENV), (the active environment), (the local environment, built on first use))"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

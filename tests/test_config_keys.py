@@ -2,8 +2,8 @@
 
 Each preset (experiment=paper/<dataset>, and none) with each method, and each other option of the
 config groups, is composed as `jfb.train` composes it and trained for one batch of synthetic data by
-the real session (`jfb.training.run_training`, in this process), on a resolved config that notes the
-dotted path of every value the code reads. What keeps records does not count as reading: the run's
+the real training code (`jfb.training.run_training`, in this process), on a resolved config that
+notes the dotted path of every value the code reads. What keeps records does not count as reading: the run's
 identity (hash), config.yaml and the W&B config take the whole config. Validation runs but does not
 count either: a key that is only validated changes nothing. A leaf nobody reads fails the test by name.
 """
@@ -95,8 +95,9 @@ def leaves(cfg: dict, path: str = "") -> set:
 
 @contextlib.contextmanager
 def reads_of_training_only():
-    """The session's validation and record keeping see plain dicts (their reads are not counted); W&B is
-    built and reads its settings but logs nothing; torch's thread count and cuDNN flags are restored."""
+    """Validation and record keeping in jfb/training/session.py see plain dicts (their reads are not
+    counted); W&B is built and reads its settings but logs nothing; torch's threads and cuDNN flags are
+    restored."""
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "disabled")
     for module, name in ((session, "validate"), (session, "portable_paths"), (session, "identity"),
@@ -122,7 +123,7 @@ def train_and_record(cfg: dict, folder, seen: set):
 
 @pytest.fixture(scope="module")
 def configs_and_reads(tmp_path_factory):
-    """{variant: (its leaf keys, the keys the session read)} over every variant."""
+    """{variant: (its leaf keys, the keys the training code read)} over every variant."""
     variants = [(*((f"experiment={e}",) if e else ()), f"method={m}") for e in EXPERIMENTS for m in METHODS]
     variants += [(*g, "method=jfb") for g in GROUP_OPTIONS]
     out = {}

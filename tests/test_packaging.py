@@ -91,7 +91,7 @@ def test_the_wheel_holds_every_config_the_license_and_the_console_scripts(instal
 
 def test_installed_jfb_train_runs_from_another_folder_on_the_packaged_configs(installed, tmp_path):
     _, env = installed
-    where = run_installed(env, "python", "-c", "import jfb, jfb.train; print(jfb.__file__); print(jfb.train.CONFIG_DIR)",
+    where = run_installed(env, "python", "-c", "import jfb.train; print(jfb.__file__); print(jfb.train.CONFIG_DIR)",
                           cwd=tmp_path)
     assert where.returncode == 0, where.stderr[-3000:]
     module, config_dir = where.stdout.split()
