@@ -83,6 +83,8 @@ CASES = [
     Case("val-size-all", "out of range", ("dataset.val_size=64",), 2,
          ("dataset.val_size=64 is invalid: expected 1 to 63",)),
     Case("diagnostics-every", "out of range", ("diagnostics.every=0",), 2, ("diagnostics.every=0 is invalid",)),
+    Case("diagnostics-tol", "out of range", ("diagnostics.every=1", "diagnostics.tol=0"), 2,
+         ("diagnostics.tol=0 is invalid", "> 0")),
     Case("diagnostics-explicit", "contradictory", ("method=explicit", "diagnostics.every=5"), 2,
          ("has no fixed point to diagnose", "diagnostics.every=null")),
     Case("callback-target", "not a callback", ("+callbacks.x._target_=collections.OrderedDict",), 2,
