@@ -96,7 +96,7 @@ def leaves(cfg: dict, path: str = "") -> set:
 @contextlib.contextmanager
 def reads_of_training_only():
     """Validation and record keeping in jfb/training/session.py see plain dicts (their reads are not
-    counted); W&B is built and reads its settings but logs nothing; torch's threads and cuDNN flags are
+    counted); W&B is built and reads its settings but logs nothing; the cuDNN flags a run sets are
     restored."""
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "disabled")
@@ -105,14 +105,11 @@ def reads_of_training_only():
         original = getattr(module, name)
         mp.setattr(module, name, lambda cfg, *a, _f=original, **k: _f(plain(cfg), *a, **k))
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         yield
     finally:
         mp.undo()
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        torch.set_num_threads(threads)
 
 
 def train_and_record(cfg: dict, folder, seen: set):
@@ -122,7 +119,7 @@ def train_and_record(cfg: dict, folder, seen: set):
 
 
 @pytest.fixture(scope="module")
-def configs_and_reads(tmp_path_factory):
+def configs_and_reads(tmp_path_factory, one_thread):
     """{variant: (its leaf keys, the keys the training code read)} over every variant."""
     variants = [(*((f"experiment={e}",) if e else ()), f"method={m}") for e in EXPERIMENTS for m in METHODS]
     variants += [(*g, "method=jfb") for g in GROUP_OPTIONS]
@@ -158,7 +155,7 @@ def test_the_declared_keys_exist_and_informational_ones_are_not_read(configs_and
     assert not set(INFORMATIONAL) & read, set(INFORMATIONAL) & read  # read after all: not informational
 
 
-def test_a_key_nobody_reads_is_caught(tmp_path):
+def test_a_key_nobody_reads_is_caught(tmp_path, one_thread):
     cfg, seen = compose("+trainer.nobody_reads_this=1", *TINY), set()
     validate(cfg)
     with reads_of_training_only():
