@@ -1,7 +1,8 @@
 """End to end: `make reproduce-table PROFILE=smoke` through the real entry point (jfb.train, Hydra
 multiruns on synthetic data), from a working directory holding a copy of the committed `results/`.
 The command writes only under its local folder (`reproduced/smoke/`), leaves `results/` byte for
-byte as it was, and logs its tables to an offline W&B run. Runs in CI: the smoke profile trains two
+byte as it was, and logs its tables to an offline W&B run; its gradient-diagnostics runs record
+their checks apart from the timed runs. Runs in CI: the smoke profile trains two
 tiny batches per epoch.
 """
 from __future__ import annotations
@@ -50,20 +51,43 @@ def test_smoke_builds_all_tables_and_figures(smoke):
     work, proc, _ = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = work / "reproduced" / "smoke"
-    for name in ("table1.md", "table2.md", "table3.md", "table1.csv", "table2.csv", "table3.csv", "fig5_mnist.png",
-                 "fig5_svhn.png", "fig5_cifar10.png", "fig6.png", "README.md", "sweep.json"):
+    for name in ("table1.md", "table2.md", "table3.md", "table_diagnostics.md", "table1.csv", "table2.csv",
+                 "table3.csv", "table_diagnostics.csv", "fig5_mnist.png", "fig5_svhn.png", "fig5_cifar10.png",
+                 "fig6.png", "fig_diagnostics.png", "README.md", "sweep.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     records = load_records(out / "runs", "smoke")
-    assert len(records) == len(sweeps.all_specs()) == 19
+    assert len(records) == len(sweeps.get_profile("smoke").specs()) == 25  # 19 timed, 6 with diagnostics
     assert all(r.completed for r in records), [(r.path.name, r.status, r.summary.reason) for r in records]
     assert {r.summary.profile for r in records} == {"smoke"}
     assert all(r.path.name == r.summary.run_name and r.summary.run_hash in r.path.name for r in records)
-    for name in ("table1.md", "table2.md", "table3.md"):
+    for name in ("table1.md", "table2.md", "table3.md", "table_diagnostics.md"):
         text = (out / name).read_text()
         assert "missing" not in text and "failed" not in text, text
         assert "| Profile (what was asked) | smoke:" in text
         assert "2 epochs of 2 training batches each, synthetic data" in text
         assert "| Schedule | not the authors' full schedule" in text
+
+
+def test_diagnostics_runs_recorded_their_checks(smoke):
+    """The six MNIST diagnostics runs (diagnostics.every=2 over 2 epochs of 2 steps) checked steps 0 and 2,
+    apart from the timed runs; the diagnostics table counts those checks from the records."""
+    import csv
+
+    work, proc, _ = smoke
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = work / "reproduced" / "smoke"
+    records = load_records(out / "runs", "smoke")
+    checked = [r for r in records if r.diagnostics_every is not None]
+    assert sorted(r.summary.method_label for r in checked) == sorted(
+        ["jfb", "neumann-k1", "neumann-k2", "neumann-k5", "unrolled", "ift-cg"])
+    for r in checked:
+        assert r.diagnostics_every == 2 and [row["step"] for row in r.diagnostics] == [0, 2], r.path.name
+        assert [m["diag_checks"] for m in r.metrics] == [1, 1] and r.summary.callback_time_s > 0
+    assert all(r.diagnostics is None and "diag_checks" not in r.metrics[0] for r in records if r not in checked)
+    rows = list(csv.DictReader((out / "table_diagnostics.csv").open()))
+    assert len(rows) == 6 and all(float(row["checks"]) == 2 and row["checks_note"] == "" for row in rows)
+    assert all(float(row["jac_max"]) > 0 and float(row["overhead"]) > 0 for row in rows)
+    assert "## Gradient diagnostics (MNIST)" in (out / "README.md").read_text()
 
 
 def test_writes_only_its_local_folder_and_leaves_results_untouched(smoke):
@@ -79,13 +103,14 @@ def test_tables_logged_to_an_offline_wandb_run(smoke):
     from wandb_records import logged
 
     work, proc, _ = smoke
-    assert "W&B: 3 tables and 4 figures logged offline" in proc.stdout, proc.stdout[-3000:]
+    assert "W&B: 4 tables and 5 figures logged offline" in proc.stdout, proc.stdout[-3000:]
     files = list((work / "reproduced" / "smoke" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     run, _, history = logged(files[0])
     assert run.run_group == "reproduce-smoke" and run.job_type == "tables"
     keys = {k for row in history for k in row}
-    assert {"table1._type", "table2._type", "table3._type", "fig6._type"} <= keys
+    assert {"table1._type", "table2._type", "table3._type", "table_diagnostics._type", "fig6._type",
+            "fig_diagnostics._type"} <= keys
 
 
 def test_removed_record_is_a_gap_then_rerun_restores_only_it(smoke):
@@ -109,7 +134,7 @@ def test_removed_record_is_a_gap_then_rerun_restores_only_it(smoke):
 
     again = _reproduce(work)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "(18 already complete, skipped)" in again.stdout
+    assert "(24 already complete, skipped)" in again.stdout
     assert json.loads(gone.path.joinpath("summary.json").read_text())["status"] == "completed"
     assert {p: p.joinpath("summary.json").read_text() for p in kept} == kept
     assert "| SVHN | Explicit | run | 164K | 93.7 | missing" not in (out / "table1.md").read_text()

@@ -22,11 +22,37 @@ def _expanded(datasets=sweeps.DATASETS) -> list[dict[str, str]]:
     return [run for g in sweeps.multiruns(sweeps.all_specs(datasets)) for run in sweeps.expand(g)]
 
 
-def test_multiruns_cover_every_spec_exactly_once():
-    specs = sweeps.all_specs()
-    runs = _expanded()
+@pytest.mark.parametrize("profile", sorted(sweeps.PROFILES))
+def test_multiruns_cover_every_spec_exactly_once(profile: str):
+    specs = sweeps.get_profile(profile).specs()
+    runs = [run for g in sweeps.multiruns(specs) for run in sweeps.expand(g)]
     assert sorted(map(sorted, (r.items() for r in runs))) == sorted(map(sorted, (s.overrides().items() for s in specs)))
     assert len(runs) == len(specs) == len({tuple(sorted(r.items())) for r in runs})
+
+
+def test_every_profile_has_its_diagnostics_runs():
+    """Each profile adds one MNIST run per method with its diagnostics.every (the paper's Jacobian-based
+    method at the preset tolerance among them), after the runs of the tables and figures."""
+    every = {name: p.diagnostics_every for name, p in sweeps.PROFILES.items()}
+    assert every == {"paper": 100, "quick": 25, "smoke": 2}
+    for name, n in every.items():
+        specs = sweeps.get_profile(name).specs()
+        assert specs[:19] == sweeps.all_specs() and len(specs) == 25
+        diag = specs[19:]
+        assert [s.label for s in diag] == ["jfb", "neumann-k1", "neumann-k2", "neumann-k5", "unrolled", "ift-cg"]
+        assert {(s.dataset, s.diagnostics, s.tol) for s in diag} == {("mnist", n, None)}
+        assert [s.latent_bn for s in diag] == [True, True, True, True, False, False]
+        for s in diag:
+            assert s.overrides()["diagnostics.every"] == str(n)
+            cfg = config.resolved([*s.override_args(), f"profile={name}"])
+            assert cfg["diagnostics"]["every"] == n and cfg["solver"]["tol"] == config.preset("mnist")["solver"]["tol"]
+    assert sweeps.get_profile("quick").specs(("svhn",)) == sweeps.all_specs(("svhn",))  # MNIST's alone
+    # the quick profile's checks: 4 x 200 steps, one every 25th -> 32 checks per run
+    quick = sweeps.get_profile("quick")
+    steps = int(quick.overrides["trainer.epochs"]) * int(quick.overrides["trainer.max_batches"])
+    assert len(range(0, steps, quick.diagnostics_every)) == 32
+    with pytest.raises(ValueError):
+        sweeps.diagnostics_curves(0)
 
 
 def test_every_table_and_figure_spec_is_launched():
@@ -74,13 +100,30 @@ def test_spec_matches_records():
     assert not spec.matches(dataclasses.replace(rec, tol=0.1))
     assert not spec.matches(dataclasses.replace(rec, latent_bn=True))
     assert not spec.matches(dataclasses.replace(rec, method_label="ift-fixed_point"))
+    # the diagnostics setting: a run with checks is never the timed run, nor the other way round
+    assert not spec.matches(rec, diagnostics_every=25)
+    checked = dataclasses.replace(spec, diagnostics=25)
+    assert checked.matches(rec, 25) and not checked.matches(rec) and not checked.matches(rec, 10)
+
+
+def test_diagnostics_runs_get_folders_of_their_own(tmp_path: Path):
+    """The diagnostics setting is part of the run's identity: the same method and seed with checks
+    lands in another folder (another hash), so the timed run is never resumed or skipped as it."""
+    prof = sweeps.get_profile("quick")
+    overrides = run_overrides(prof, tmp_path / "runs", tmp_path / "data", [])
+    timed, checked = plan_runs([sweeps.jfb("mnist"), sweeps.diagnostics_curves(25)[0].spec], (0,), overrides,
+                               tmp_path / "runs")
+    assert timed.folder != checked.folder and timed.name.split("_")[:3] == checked.name.split("_")[:3]
+    assert timed.cfg["diagnostics"]["every"] is None and checked.cfg["diagnostics"]["every"] == 25
 
 
 def test_commands(tmp_path: Path):
     prof = sweeps.get_profile("smoke")
     cmds = commands(prof, (0, 1, 2), tmp_path / "runs", tmp_path / "data", sweeps.DATASETS, "joblib",
                     ["trainer.epochs=1", "device=cpu"])
-    assert len(cmds) == 5
+    assert len(cmds) == 8  # 5 multiruns of the tables and figures, 3 of the diagnostics runs (MNIST)
+    assert [any(a.startswith("diagnostics.every=") for a in c) for c in cmds] == [False] * 5 + [True] * 3
+    assert "diagnostics.every=2" in cmds[5] and "method=unrolled,ift" in cmds[7]
     first = cmds[0]
     assert first[1:4] == ["-m", "jfb.train", "-m"]
     assert "seed=0,1,2" in first and "profile=smoke" in first
@@ -92,6 +135,8 @@ def test_commands(tmp_path: Path):
     assert "experiment=paper/mnist,paper/svhn" in first and "method=explicit,jfb" in first
     with pytest.raises(SystemExit, match="set by the sweep"):
         commands(prof, (0,), tmp_path, tmp_path, sweeps.DATASETS, None, ["method=jfb"])
+    with pytest.raises(SystemExit, match="set by the sweep"):  # diagnostics on every run would time the checks
+        commands(prof, (0,), tmp_path, tmp_path, sweeps.DATASETS, None, ["diagnostics.every=5"])
 
 
 def test_missing_data_detects_files(tmp_path: Path):
@@ -153,7 +198,9 @@ def test_dry_run_prints_commands_and_an_estimate_naming_its_source(tmp_path: Pat
     assert main(["--profile", "quick", "--data-dir", str(tmp_path / "data"), "--results-root", str(tmp_path / "res"),
                  "--bench-dir", str(BENCH), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "9 runs in 3 multiruns" in out and out.count("-m jfb.train -m") == 3
+    assert "15 runs in 6 multiruns" in out and out.count("-m jfb.train -m") == 6  # 9 timed, 6 with diagnostics
+    assert out.count("diagnostics.every=25") == 3
+    assert "estimate caveat: gradient diagnostics: about 20 JFB training steps per check, not benchmarked" in out
     estimate = next(line for line in out.splitlines() if "time estimate" in line)
     assert "This is an estimate from the benchmark" in estimate and str(BENCH) in estimate
     assert not (tmp_path / "res").exists()  # a dry run writes nothing
@@ -191,6 +238,9 @@ def test_estimate_arithmetic():
     # k = 2 lies 2/5 of the way from JFB (10 ms) to k = 5 (20 ms): 14 ms relative 1.4; batch 2 of 100
     assert run_seconds(b, mnist_k2, epochs=1)[0] == pytest.approx(2.0 + 2 * 100 * 1.4 * 0.02 / 1000 + 2 * 50 * 0.04 / 1000)
     assert run_seconds(b, cfg, epochs=0) == (0.0, None)
+    # diagnostics every 25 steps: 3 x 200 / 25 = 24 checks of 20 SVHN JFB steps (100 ms x 30/10 = 300 ms)
+    checked, note = run_seconds(b, {**cfg, "diagnostics": {"every": 25}}, epochs=3)
+    assert checked == pytest.approx(seconds + 24 * 20 * 0.3) and "per check, not benchmarked" in note
     unknown = {**cfg, "method": {"label": "unrolled"}}
     assert run_seconds(b, unknown, epochs=1)[1] == "no benchmark row for svhn unrolled: JFB's cost used"
     assert pick_bench([_bench("cuda", "GPU"), b], "cpu", "Other CPU") is b

@@ -1,11 +1,13 @@
-"""Pipeline tests: Tables 1-3 and Figures 5-6 built from small fixture run records.
+"""Pipeline tests: Tables 1-3, the gradient-diagnostics table, Figures 5-6 and the diagnostics
+figure built from small fixture run records.
 
 The fixture (tests/fixtures/records/fixture, written by tests/fixtures/records/make_fixture.py)
 holds hand-made records in the trainer's schema for two seeds: MNIST runs that completed, failed,
 were interrupted or are still "running"; a validation split on the MNIST JFB runs only; evaluation
 solves hitting max_iter in one run; one SVHN run completed and one that left only its config.yaml;
-CIFAR-10 marked "no data" in the sweep manifest. The expected tables below were checked by hand
-against the values in make_fixture.py.
+CIFAR-10 marked "no data" in the sweep manifest; and gradient-diagnostics runs (diagnostics.every=100)
+of the same methods, seeds and settings as timed runs, which must never stand in for them. The
+expected tables below were checked by hand against the values in make_fixture.py.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jfb.repro import paper_numbers, sweeps
-from jfb.repro.tables import NO_VAL_SPLIT, build, fmt_sci, fmt_time, main
+from jfb.repro.tables import NO_DIAGNOSTICS, NO_VAL_SPLIT, build, fmt_cos, fmt_count, fmt_sci, fmt_time, main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "records" / "fixture"
 EPOCH_2026 = "1767225600"  # SOURCE_DATE_EPOCH of 2026-01-01 00:00 UTC
@@ -40,9 +43,15 @@ def runs(results: Path, prefix: str) -> list[Path]:
     return sorted(p for p in (results / "fixture" / "runs").iterdir() if p.name.startswith(prefix))
 
 
-def run(results: Path, prefix: str, latent_bn: bool | None = None) -> Path:
+def is_diagnostics_run(folder: Path) -> bool:
+    return "diagnostics" in yaml.safe_load((folder / "config.yaml").read_text())
+
+
+def run(results: Path, prefix: str, latent_bn: bool | None = None, diagnostics: bool = False) -> Path:
+    """The one run folder of ``prefix`` (and latent BN); a timed run unless ``diagnostics``."""
     found = [p for p in runs(results, prefix)
-             if latent_bn is None or json.loads((p / "summary.json").read_text())["latent_bn"] == latent_bn]
+             if (latent_bn is None or json.loads((p / "summary.json").read_text())["latent_bn"] == latent_bn)
+             and is_diagnostics_run(p) == diagnostics]
     assert len(found) == 1, found
     return found[0]
 
@@ -134,21 +143,50 @@ TABLE3 = """\
 | CIFAR-10 | Unrolled (backprop through the iterations) | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data | missing: no data |
 """
 
+# The diagnostics table (checks at steps 0, 100, 200, 300; the values of make_fixture.py's DIAG_RUNS).
+# JFB s0: cosines 0.9, 0.8, -0.1 and one missed solve -> descent 2/3, median 0.8, min -0.1; ||J|| 0.5..0.8
+# -> median 0.65, max 0.8; 4 checks of 2 s; callbacks 8 s against 20 s of training -> 40 %. JFB s1: 0.95,
+# 0.85, 0.75, 0.65 -> 100 %, median 0.8, min 0.65; ||J|| 0.4, 0.4, 0.6, 0.6 -> 0.5, 0.6; 3 s checks; 12 s
+# against 24 s -> 50 %. Mean ± std over the two: 83 ± 24 %, 0.8 ± 0, 0.275 ± 0.530, 0.575 ± 0.106,
+# 0.7 ± 0.141, missed 0.5 ± 0.7, 2.5 ± 0.71 s, 45 ± 7 %. Neumann k = 1 s0 only: 0.97, 0.96, 0.99, 0.98
+# -> median 0.975, min 0.96; 10 s against 28 s -> 36 %. k = 2 failed, k = 5 never ran. Unrolled s0: every
+# solve missed (no cosine), ||J|| 0.9..1.05 -> 0.975, 1.05; 6 s against 40 s -> 15 %; s1 still running.
+# IFT: medians 0.99998 and 0.99994 -> 0.99996 ± 0.000028, minima 0.99996, 0.99994 -> 0.99995 ± 0.000014;
+# ||J|| medians 0.4, 0.3, maxima 0.5, 0.3; 16 s against 60 s and 72 s -> 24 ± 3 %.
+NOCOS = "no cosine: every check's adjoint solve missed diagnostics.tol"
+TABLE_DIAG = f"""\
+| Method (network) | Descent directions, % of checks with a cosine | Cosine to the exact gradient, median | Cosine, minimum | ‖∂T/∂u‖₂ at u*, median | ‖∂T/∂u‖₂, max | γ (contraction factor of the network) | Checks | Checks whose exact adjoint solve missed its tolerance | Time per check s | Diagnostics time / training-phase time (callback_time_s / train_time_s) |
+|---|---|---|---|---|---|---|---|---|---|---|
+| JFB (latent BN) | 83 % ± 24 % (n=2) | 0.8000 ± 0.0000 (n=2) | 0.2750 ± 0.5303 (n=2) | 0.575 ± 0.106 (n=2) | 0.700 ± 0.141 (n=2) | 0.5 | 4 ± 0 (n=2) | 0.5 ± 0.7 (n=2) | 2.50 ± 0.71 (n=2) | 45 % ± 7 % (n=2) |
+| Neumann k = 1 (latent BN) | 100 % (n=1; s1 missing) | 0.9750 (n=1; s1 missing) | 0.9600 (n=1; s1 missing) | 0.450 (n=1; s1 missing) | 0.450 (n=1; s1 missing) | 0.5 | 4 (n=1; s1 missing) | 0 (n=1; s1 missing) | 2.50 (n=1; s1 missing) | 36 % (n=1; s1 missing) |
+| Neumann k = 2 (latent BN) | {" | ".join(["s0 failed, s1 missing"] * 10)} |
+| Neumann k = 5 (latent BN) | {" | ".join(["missing"] * 10)} |
+| Unrolled (no latent BN) | {" | ".join([f"s0 {NOCOS}, s1 running"] * 3)} | 0.975 (n=1; s1 running) | 1.050 (n=1; s1 running) | 0.5 | 4 (n=1; s1 running) | 4 (n=1; s1 running) | 1.50 (n=1; s1 running) | 15 % (n=1; s1 running) |
+| Jacobian-based (IFT, CG; no latent BN) | 100 % ± 0 % (n=2) | 0.999960 ± 0.000028 (n=2) | 0.999950 ± 0.000014 (n=2) | 0.350 ± 0.071 (n=2) | 0.400 ± 0.141 (n=2) | 0.5 | 4 ± 0 (n=2) | 0 ± 0 (n=2) | 4.00 ± 0.00 (n=2) | 24 % ± 3 % (n=2) |
+"""
+HEADERS["table_diagnostics"] = (
+    HEADER.format(runs="MNIST: 2 epochs of 200 training batches each, real data (6 runs)", schedule=SHORT.format("MNIST"))
+    .replace("| Seeds |", "| Diagnostics (from the records) | a check every 100 training steps; exact adjoint by cg to "
+                          "1e-06 (at most 200 iterations); ‖∂T/∂u‖₂ by Lanczos, at most 50 steps to 0.0001 |\n| Seeds |"))
+
 TITLES = {
     "table1": "Table 1. Test accuracy and network size",
     "table2": "Table 2. Jacobian-based backpropagation against JFB",
     "table3": "Table 3. JFB, Jacobian-based and unrolled backpropagation: time and memory",
+    "table_diagnostics": "Gradient diagnostics (MNIST): each method's gradient against the exact "
+                         "implicit-function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point",
 }
 INTRO = ("Regenerated by `make reproduce-table PROFILE=fixture` from the run records in `runs/` ({n} runs found); "
          "never typed by hand. The rows below describe the completed runs behind this table, read from their "
          "records.\n")
 
 
-def expected_top(name: str, body: str, n_runs: int = 15) -> str:
+def expected_top(name: str, body: str, n_runs: int = 23) -> str:  # 15 timed run folders, 8 with diagnostics
     return f"# {TITLES[name]} (profile: fixture)\n\n{INTRO.format(n=n_runs)}\n{HEADERS[name]}\n{body}"
 
 
-@pytest.mark.parametrize("name,body", [("table1", TABLE1), ("table2", TABLE2), ("table3", TABLE3)])
+@pytest.mark.parametrize("name,body", [("table1", TABLE1), ("table2", TABLE2), ("table3", TABLE3),
+                                       ("table_diagnostics", TABLE_DIAG)])
 def test_tables_match_expected_markdown(results: Path, name: str, body: str):
     text = build("fixture", results, figures=False)[name].read_text()
     assert text.startswith(expected_top(name, body)), text
@@ -288,12 +326,15 @@ def test_table3_memory_columns(results: Path):
 
 def test_figures_where_data_exists(results: Path):
     built = build("fixture", results)
-    for name in ("fig5_mnist", "fig5_svhn", "fig6"):
+    for name in ("fig5_mnist", "fig5_svhn", "fig6", "fig_diagnostics"):
         data = built[name].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert "fig5_cifar10" not in built.written and not (results / "fixture" / "fig5_cifar10.png").exists()
     readme = built["readme"].read_text()
     assert "![fig5_mnist](fig5_mnist.png)" in readme and "![fig6](fig6.png)" in readme
+    assert "![fig_diagnostics](fig_diagnostics.png)" in readme
+    assert "[table_diagnostics.md](table_diagnostics.md) · [table_diagnostics.csv](table_diagnostics.csv)" in readme
+    assert TABLE_DIAG.split("\n")[2] in readme
     assert ("- Figure 5 (CIFAR-10) not drawn: no completed run (JFB (latent BN): missing: no data; Jacobian-based "
             "(IFT, CG, no latent BN): missing: no data).") in readme
     assert TABLE2.split("\n")[2] in readme
@@ -351,7 +392,16 @@ def test_no_records_at_all_gives_only_gaps(tmp_path: Path):
     assert "| Hardware | — (no completed run) |" in text and "| Runs (what ran) | — (no completed run) |" in text
     assert "| MNIST | JFB (latent BN) | 17.6 | 0 | 99.4 | missing | missing | missing | missing |" in text
     assert built.figures == {} and not list((tmp_path / "empty").glob("*.png"))  # no empty placeholder figure
-    assert len(built.not_drawn) == 4 and all("not drawn: no completed run" in line for line in built.not_drawn)
+    assert len(built.not_drawn) == 5 and all("not drawn: no completed run" in line for line in built.not_drawn[:4])
+    # a profile that names no diagnostics setting (no manifest, no record holding one): words, nothing selected
+    assert built.not_drawn[4] == ("The gradient-diagnostics figure is not drawn: profile empty sets no "
+                                  "diagnostics.every.")
+    assert all(row[1:] == [NO_DIAGNOSTICS] * 10 for row in built.tables[3].text_rows())
+    # a known profile without runs: the diagnostics runs it asks for read "missing"
+    quick = build("quick", tmp_path, seeds=(0,), figures=True, reference_root=None)
+    assert all(row[1:] == ["missing"] * 10 for row in quick.tables[3].text_rows())
+    assert quick.not_drawn[4].startswith("The gradient-diagnostics figure (MNIST) is not drawn: no completed run "
+                                         "(JFB (latent BN): missing; Neumann k = 1 (latent BN): missing;")
 
 
 def test_reference_is_linked_never_read(results: Path):
@@ -379,25 +429,127 @@ def test_tables_logged_to_wandb_offline(results: Path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     built = build("fixture", results)
     line = log_build(built, "fixture", (0, 1), results / "fixture")
-    assert line.startswith("W&B: 3 tables and 3 figures logged offline"), line
+    assert line.startswith("W&B: 4 tables and 4 figures logged offline"), line
     files = list((results / "fixture" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     run_rec, _, history = logged(files[0])
     assert run_rec.run_group == "reproduce-fixture" and run_rec.job_type == "tables"
     logged_items = {k: v for row in history for k, v in row.items()}  # nested keys read "table1._type"
-    for i, name in enumerate(("table1", "table2", "table3")):
+    for i, name in enumerate(("table1", "table2", "table3", "table_diagnostics")):
         assert logged_items[f"{name}._type"] == "table-file"
         table = json.loads((files[0].parent / "files" / logged_items[f"{name}.path"]).read_text())
         assert table["columns"] == [c.title for c in built.tables[i].columns]
         assert table["data"] == built.tables[i].text_rows()
     assert ["MNIST", "Speed-up of JFB (time ratio, paired per seed)", "1.61×", "", "", "3.00× ± 0.00× (n=2)",
             "2.93× ± 0.10× (n=2)"] == table_row(built, 1, 2)[:7]
-    for name in ("fig5_mnist", "fig5_svhn", "fig6"):
+    assert table_row(built, 3, 0)[:3] == ["JFB (latent BN)", "83 % ± 24 % (n=2)", "0.8000 ± 0.0000 (n=2)"]
+    for name in ("fig5_mnist", "fig5_svhn", "fig6", "fig_diagnostics"):
         assert logged_items[f"{name}._type"] == "image-file"
 
 
 def table_row(built, table: int, row: int) -> list[str]:
     return built.tables[table].text_rows()[row]
+
+
+# ---------------------------------------------------------------- gradient diagnostics
+
+
+def test_diagnostics_runs_never_stand_in_for_timed_runs(results: Path):
+    """The diagnostics runs share method, latent BN, tolerance and seed with timed runs; selection tells
+    them apart by the diagnostics.every they recorded (identity.json, else config.yaml), both ways."""
+    from jfb.repro.selection import load_records, select
+
+    records = load_records(results / "fixture" / "runs", "fixture")
+    timed, checked = sweeps.table2_specs("mnist")["jfb"], sweeps.diagnostics_curves(100)[0].spec
+    assert (timed.label, timed.latent_bn) == (checked.label, checked.latent_bn) and checked.diagnostics == 100
+    for spec, diagnostics in ((timed, False), (checked, True)):
+        sel = select(records, spec, (0, 1))
+        assert sel.gaps() == {} and all(is_diagnostics_run(r.path) == diagnostics for r in sel.completed())
+    # the Jacobian-based seed-1 run has no identity.json: its setting is read from config.yaml
+    ift1 = run(results, "paper-mnist_ift-cg_s1", diagnostics=True)
+    assert not (ift1 / "identity.json").exists()
+    assert [r.seed for r in select(records, sweeps.diagnostics_curves(100)[5].spec, (0, 1)).completed()] == [0, 1]
+    # another setting is another run: with every=50 none of these is selected
+    assert all(not select(records, c.spec, (0, 1)).completed() for c in sweeps.diagnostics_curves(50))
+
+
+def test_diagnostics_run_of_another_setting_reads_missing(results: Path):
+    """A JFB diagnostics run recorded with every=50 is not the profile's every=100 run: its row names the gap."""
+    folder = run(results, "paper-mnist_jfb_s1", diagnostics=True)
+    ident = json.loads((folder / "identity.json").read_text())
+    ident["identity"]["diagnostics"]["every"] = 50
+    (folder / "identity.json").write_text(json.dumps(ident))
+    rows = build("fixture", results, figures=False).tables[3].text_rows()
+    assert rows[0][:3] == ["JFB (latent BN)", "67 % (n=1; s1 missing)", "0.8000 (n=1; s1 missing)"]
+
+
+def test_diagnostics_csv_carries_the_numbers(results: Path):
+    rows = list(csv.DictReader(io.StringIO(build("fixture", results, figures=False)["table_diagnostics_csv"]
+                                           .read_text())))
+    jfb, k1, k2, k5, unrolled, ift = rows
+    assert float(jfb["descent"]) == pytest.approx((200 / 3 + 100) / 2) and jfb["descent_n"] == "2"
+    assert float(jfb["cos_min"]) == pytest.approx(0.275) and float(jfb["cos_min_std"]) == pytest.approx(0.75 / 2 ** 0.5)
+    assert float(jfb["jac_median"]) == pytest.approx(0.575) and float(jfb["jac_max"]) == pytest.approx(0.7)
+    assert float(jfb["checks"]) == 4 and float(jfb["missed"]) == 0.5 and float(jfb["time_check"]) == 2.5
+    assert float(jfb["overhead"]) == pytest.approx(45.0) and float(jfb["gamma"]) == 0.5
+    assert float(k1["overhead"]) == pytest.approx(100 * 10 / 28) and k1["overhead_note"] == "s1 missing"
+    assert (k2["descent"], k2["descent_note"]) == ("", "s0 failed, s1 missing")
+    assert (k5["checks"], k5["checks_note"]) == ("", "missing")
+    assert unrolled["cos_median"] == "" and unrolled["cos_median_note"].startswith("s0 no cosine")
+    assert float(unrolled["missed"]) == 4 and float(unrolled["jac_max"]) == pytest.approx(1.05)
+    assert float(ift["cos_median"]) == pytest.approx(0.99996) and float(ift["overhead"]) == pytest.approx(
+        (100 * 16 / 60 + 100 * 16 / 72) / 2)
+
+
+def test_completed_diagnostics_run_without_its_file_reads_as_words(results: Path):
+    """A completed diagnostics run whose diagnostics.jsonl is gone gives words, never numbers; the
+    overhead, read from summary.json, stays."""
+    (run(results, "paper-mnist_neumann-k1_s0", diagnostics=True) / "diagnostics.jsonl").unlink()
+    row = build("fixture", results, figures=False).tables[3].text_rows()[1]
+    assert row[0] == "Neumann k = 1 (latent BN)"
+    assert row[1:10] == ["s0 no diagnostics.jsonl, s1 missing"] * 9 and row[10] == "36 % (n=1; s1 missing)"
+    # a run whose every check came after its last epoch: no check, no number
+    (run(results, "paper-mnist_ift-cg_s0", diagnostics=True) / "diagnostics.jsonl").write_text("")
+    row = build("fixture", results, figures=False).tables[3].text_rows()[5]
+    assert row[1] == row[6] == row[9] == "s0 no check ran" and row[7] == "2 ± 2.8 (n=2)"  # checks: 0 and 4
+
+
+def test_failed_diagnostics_run_shows_failed(results: Path):
+    """A failed run's checks exist (cosine 0.9 twice) but the row shows its status, never their numbers."""
+    text = build("fixture", results, figures=False)["table_diagnostics"].read_text()
+    assert "| Neumann k = 2 (latent BN) | s0 failed, s1 missing |" in text and "0.9000" not in text
+
+
+def test_diagnostics_figure_series(results: Path):
+    """Each method's panel draws the cosine at the checks that have one, the missed checks apart, and
+    the ||dT/du|| estimate beside gamma, one line per seed."""
+    import matplotlib.pyplot as plt
+
+    from jfb.repro import figures
+    from jfb.repro.selection import load_records
+    from jfb.repro.tables import Context
+
+    ctx = Context(load_records(results / "fixture" / "runs", "fixture"), (0, 1), {"cifar10": "no data"},
+                  diagnostics_every=100)
+    drawn, absent = figures._curve_records(ctx, sweeps.diagnostics_curves(100))
+    assert absent == ["Neumann k = 2 (latent BN): s0 failed, s1 missing", "Neumann k = 5 (latent BN): missing"]
+    _, jfb_runs, _ = drawn[0]
+    fig, (a_cos, a_jac) = plt.subplots(2, 1)
+    assert figures.plot_diagnostics(a_cos, a_jac, jfb_runs) == {0.5}
+    lines = lambda ax: [(tuple(l.get_xdata()), tuple(l.get_ydata())) for l in ax.get_lines()]
+    cos = lines(a_cos)
+    assert cos[0] == ((0, 100, 200), (0.9, 0.8, -0.1)) and cos[1] == ((0, 100, 200, 300), (0.95, 0.85, 0.75, 0.65))
+    assert cos[3][0] == (300,)  # seed 0's check without a cosine, on the floor (after the zero line)
+    jac = lines(a_jac)
+    assert jac[:2] == [((0, 100, 200, 300), (0.5, 0.6, 0.7, 0.8)), ((0, 100, 200, 300), (0.4, 0.4, 0.6, 0.6))]
+    assert jac[2][1] == (0.5, 0.5) and jac[3][1] == (1.0, 1.0)  # gamma, then the contraction bound
+    plt.close(fig)
+
+
+def test_diagnostics_formats():
+    assert fmt_cos(0.8) == "0.8000" and fmt_cos(0.99996) == "0.999960" and fmt_cos(2.8e-5, 0.99996) == "0.000028"
+    assert fmt_count(4.0) == "4" and fmt_count(0.0, 4.0) == "0" and fmt_count(0.5) == "0.5"
+    assert fmt_count(0.7071, 0.5) == "0.7"
 
 
 def test_number_formats():

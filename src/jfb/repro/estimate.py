@@ -6,6 +6,8 @@ The model is deliberately simple and says so: a training step of MNIST's JFB at 
 or method relative to it comes from the benchmark's cost-against-depth rows at depth 10 (about the
 forward iterations these runs take); steps scale linearly with the batch size; evaluation costs a
 forward pass per test batch; each run adds the benchmark's process start-up and data-loading time.
+A run with gradient diagnostics (``diagnostics.every``) adds its checks at :data:`CHECK_STEPS` JFB
+training steps each, a figure that is not benchmarked (and says so).
 Machine load, the solver's iteration counts and data loading on other datasets move the real time.
 """
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 # Images per split of the torchvision datasets (facts of the datasets, used to count batches).
 SPLIT_SIZES = {"mnist": (60000, 10000), "svhn": (73257, 26032), "cifar10": (50000, 10000)}
 DEPTH = 10  # the benchmark depth whose rows give the relative costs
+# A gradient-diagnostics check (jfb/training/diagnostics.py) costs about 20 training steps on the MNIST
+# network on a CPU (docs/diagnostics.md); counted in JFB steps of the run's network and batch size.
+CHECK_STEPS = 20
 
 
 @dataclass
@@ -122,7 +127,15 @@ def run_seconds(bench: Bench, cfg: dict, epochs: int) -> tuple[float, str | None
     n_train, n_test = batches(cfg)
     step, note = bench.step_ms(net, label, int(t["batch_size"]))
     evaluate = bench.eval_ms(net, label, int(t["test_batch_size"]))
-    return bench.overhead_s() + epochs * (n_train * step + n_test * evaluate) / 1000.0, note
+    seconds = bench.overhead_s() + epochs * (n_train * step + n_test * evaluate) / 1000.0
+    every = (cfg.get("diagnostics") or {}).get("every")
+    if every:
+        checks = math.ceil(epochs * n_train / int(every))
+        jfb_step, _ = bench.step_ms(net, "jfb", int(t["batch_size"]))
+        seconds += checks * CHECK_STEPS * jfb_step / 1000.0
+        diag_note = f"gradient diagnostics: about {CHECK_STEPS} JFB training steps per check, not benchmarked"
+        note = diag_note if note is None else f"{note}; {diag_note}"
+    return seconds, note
 
 
 def fmt_duration(s: float) -> str:

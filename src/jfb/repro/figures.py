@@ -8,6 +8,12 @@ Figure 6 (``fig6.png``): MNIST, Neumann truncations k = 0 (JFB), 1, 2, 5, 10. Te
 epoch is the main panel; time is shown apart, as the spread of per-epoch training times, because
 runs made one after another on a shared machine are not comparable in seconds.
 
+The diagnostics figure (``fig_diagnostics.png``): MNIST, one panel per method of the gradient-diagnostics
+runs: the cosine between the method's gradient and the exact implicit-function-theorem gradient at
+every check (upper panel; checks whose exact adjoint solve missed its tolerance marked apart), and the
+estimate of ‖∂T/∂u‖₂ at u* (lower panel) beside the network's contraction factor gamma, over training
+steps.
+
 One line per completed seed; a curve with no completed run is named in the title area with the
 reason (missing, failed, ...), never drawn. A figure none of whose runs completed is not drawn at
 all: :func:`all_figures` returns a line saying which runs are missing instead.
@@ -24,9 +30,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from . import diagnostics as diag  # noqa: E402
 from .header import runs_text  # noqa: E402
 from .selection import Record, gap_text, hardware  # noqa: E402
-from .sweeps import DATASET_TITLES, DATASETS, Curve, fig5_curves, fig6_curves  # noqa: E402
+from .sweeps import DATASET_TITLES, DATASETS, Curve, diagnostics_curves, fig5_curves, fig6_curves  # noqa: E402
 
 LEGACY = ("fig5.png",)  # the single CIFAR-10 Figure 5 of earlier builds, now fig5_cifar10.png
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
@@ -172,10 +179,118 @@ def fig6(ctx, profile: str, path: Path) -> Figure:
     return Figure("fig6", caption, path)
 
 
+DIAG_CAPTION = ("Gradient diagnostics (MNIST): cosine between each method's gradient and the exact "
+                "implicit-function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point, over training")
+SEED_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
+
+
+def seed_color(seed: int | None) -> str:
+    return SEED_COLORS[(seed or 0) % len(SEED_COLORS)]
+
+
+def plot_diagnostics(ax_cos, ax_jac, done: list[Record]) -> set[float]:
+    """One method's panel: the cosine at every check (upper axis) and the ‖∂T/∂u‖₂ estimate (lower axis)
+    over training steps, one line per run (coloured by seed); checks without a cosine as red crosses on
+    the upper axis's floor; gamma (dashed, labelled) and 1 (dotted) on the lower axis. Returns the gammas."""
+    lows, highs, gammas, missed = [0.0], [1.1], set(), []
+    for rec in sorted(done, key=lambda r: r.seed or 0):
+        s = diag.series(rec)
+        style = dict(marker="o", markersize=2.5, linewidth=1, color=seed_color(rec.seed))
+        cos = [(x, c) for x, c in zip(s["step"], s["cos"]) if c is not None]
+        jac = [(x, j) for x, j in zip(s["step"], s["jac"]) if j is not None]
+        missed += [x for x, c in zip(s["step"], s["cos"]) if c is None]
+        if cos:
+            ax_cos.plot(*zip(*cos), **style)
+            lows.append(min(c for _, c in cos))
+        if jac:
+            ax_jac.plot(*zip(*jac), **style)
+            highs.append(1.1 * max(j for _, j in jac))
+        gammas |= {float(r["gamma"]) for r in diag.rows(rec) if r.get("gamma") is not None}
+    floor = min(lows) - 0.08
+    ax_cos.set_ylim(floor, 1.05)
+    ax_cos.axhline(0.0, color="grey", linewidth=0.8)
+    if missed:
+        ax_cos.plot(missed, [floor + 0.025] * len(missed), "x", color="tab:red", markersize=5)
+    ax_cos.set_ylabel("cosine to exact", fontsize=7)
+    for g in sorted(gammas):
+        ax_jac.axhline(g, color="black", linestyle="--", linewidth=1)
+        ax_jac.annotate(f"γ = {g:g}", (0.01, g), xycoords=("axes fraction", "data"), textcoords="offset points",
+                        xytext=(0, 2), fontsize=6)
+    ax_jac.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax_jac.set_ylim(0, max(highs + [1.1 * g for g in gammas]))
+    ax_jac.set_ylabel("‖∂T/∂u‖₂ at u*", fontsize=7)
+    ax_jac.set_xlabel("training step", fontsize=7)
+    for ax in (ax_cos, ax_jac):
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return gammas
+
+
+def _diagnostics_legend(fig, seeds: list[int], missed: bool) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", markersize=3, linewidth=1, color=seed_color(s), label=f"seed {s}")
+               for s in seeds]
+    if missed:
+        handles.append(Line2D([], [], marker="x", linestyle="", color="tab:red",
+                              label="check whose exact adjoint solve missed its tolerance (no cosine)"))
+    handles += [Line2D([], [], linestyle="--", color="black", label="γ: contraction factor built into the network"),
+                Line2D([], [], linestyle=":", color="grey", label="1: contraction bound")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+
+
+def fig_diagnostics(ctx, profile: str, path: Path) -> Figure:
+    every = ctx.diagnostics_every
+    name = "fig_diagnostics"
+    if every is None:
+        return Figure(name, f"The gradient-diagnostics figure is not drawn: profile {profile} sets no "
+                            "diagnostics.every.", None)
+    curves = diagnostics_curves(every)
+    drawn, absent = _curve_records(ctx, curves)
+    if not drawn:
+        return Figure(name, f"The gradient-diagnostics figure (MNIST) is not drawn: no completed run "
+                            f"({'; '.join(absent)}).", None)
+    by_label = {c.label: (done, label) for c, done, label in drawn}
+    cols = 3
+    n_rows = -(-len(curves) // cols)
+    height = 4.0 * n_rows + 1.6
+    fig = plt.figure(figsize=(12, height))
+    grid = fig.add_gridspec(n_rows, cols, hspace=0.3, wspace=0.25)
+    for i, c in enumerate(curves):
+        pair = grid[divmod(i, cols)].subgridspec(2, 1, height_ratios=[2, 1.3], hspace=0.06)
+        ax_cos = fig.add_subplot(pair[0])
+        ax_jac = fig.add_subplot(pair[1], sharex=ax_cos)
+        ax_cos.tick_params(labelbottom=False)
+        if c.label in by_label:
+            done, label = by_label[c.label]
+            plot_diagnostics(ax_cos, ax_jac, done)
+            ax_cos.set_title(label, fontsize=8)
+        else:
+            sel = ctx.select(c.spec)
+            ax_cos.set_title(c.label, fontsize=8)
+            ax_cos.text(0.5, 0.5, f"not shown: {gap_text(sel.gaps(), sel.seeds)}", ha="center", va="center",
+                        fontsize=8, transform=ax_cos.transAxes)
+            ax_cos.set_xticks([])
+            ax_cos.set_yticks([])
+            ax_jac.axis("off")
+    records = [r for _, done, _ in drawn for r in done]
+    missed = any(x.get("cos_all") is None for r in records for x in diag.rows(r))
+    _diagnostics_legend(fig, sorted({r.seed or 0 for r in records}), missed)
+    fig.suptitle(f"{DIAG_CAPTION}\n{_subtitle(profile, records, absent)}\ndiagnostics (from the records): "
+                 f"{diag.settings_text(records)}", fontsize=8)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.45 / height + 0.03, top=1 - 1.1 / height)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Figure(name, DIAG_CAPTION, path)
+
+
 def all_figures(ctx, profile: str, out_dir: Path) -> list[Figure]:
-    """Figure 5 for every dataset, then Figure 6; stale images of figures not drawn this time are removed."""
+    """Figure 5 for every dataset, Figure 6, then the diagnostics figure; stale images of figures not
+    drawn this time are removed."""
     figs = [fig5(ctx, profile, ds, out_dir / f"fig5_{ds}.png") for ds in DATASETS]
     figs.append(fig6(ctx, profile, out_dir / "fig6.png"))
+    figs.append(fig_diagnostics(ctx, profile, out_dir / "fig_diagnostics.png"))
     stale = [out_dir / f"{f.name}.png" for f in figs if f.path is None] + [out_dir / n for n in LEGACY]
     for p in stale:
         p.unlink(missing_ok=True)

@@ -100,7 +100,9 @@ def profile_text(profile: str) -> str:
 
 
 def header(title: str, profile: str, seeds: tuple[int, ...], records: list[Record], n_records: int,
-           built: str) -> str:
+           built: str, extra: list[tuple[str, str]] | tuple = ()) -> str:
+    """The table's title and the rows describing its runs; ``extra`` rows (name, text) come after the
+    schedule (e.g. the diagnostics settings the runs recorded)."""
     return "\n".join([
         f"# {title} (profile: {profile})",
         "",
@@ -113,6 +115,7 @@ def header(title: str, profile: str, seeds: tuple[int, ...], records: list[Recor
         f"| Profile (what was asked) | {profile_text(profile)} |",
         f"| Runs (what ran) | {runs_text(records)} |",
         f"| Schedule | {schedule_text(records)} |",
+        *(f"| {name} | {text} |" for name, text in extra),
         f"| Seeds | {' '.join(str(s) for s in seeds)} |",
         f"| Hardware | {hardware(records)} |",
         f"| Versions | {versions(records)} |",

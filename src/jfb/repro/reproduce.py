@@ -4,6 +4,8 @@
         [--results-root reproduced] [--launcher joblib|submitit_slurm] [--dry-run] [--no-download] \
         [hydra overrides...]
 
+The profile's runs are those of Tables 1-3 and Figures 5-6, and its gradient-diagnostics runs (MNIST,
+one per method, ``diagnostics.every`` of the profile; runs of their own, never timed for the tables).
 Runs land in ``<results-root>/<profile>/runs/<run_name>/`` (``paths.output_root``; the folder name
 carries a hash of every setting that can change the numbers), tables and figures in
 ``<results-root>/<profile>/``. The default results root, ``reproduced/``, holds this machine's
@@ -69,7 +71,7 @@ def commands(profile: sweeps.Profile, seeds: tuple[int, ...], runs_dir: Path, da
              datasets: tuple[str, ...], launcher: str | None, extra: list[str]) -> list[list[str]]:
     """The ``python -m jfb.train -m`` command lines that cover every run of the profile."""
     fixed = run_overrides(profile, runs_dir, data_dir, extra, launcher)
-    groups = sweeps.multiruns(sweeps.all_specs(datasets))
+    groups = sweeps.multiruns(profile.specs(datasets))
     swept = {k for g in groups for k in g} | {"seed"}
     clash = sorted({_key(e) for e in extra} & swept)
     if clash:
@@ -113,12 +115,12 @@ def print_estimate(planned: list[PlannedRun], bench_dir: Path, per_run: bool) ->
         say(f"  estimate caveat: {n}")
 
 
-def unfinished(runs_dir: Path, profile: str, datasets: tuple[str, ...], seeds: tuple[int, ...],
+def unfinished(runs_dir: Path, profile: sweeps.Profile, datasets: tuple[str, ...], seeds: tuple[int, ...],
                preferred: set[str] | None = None):
     """(spec, seed, why) of every run of the sweep that has no completed record."""
-    records = load_records(runs_dir, profile)
+    records = load_records(runs_dir, profile.name)
     out = []
-    for spec in sweeps.all_specs(datasets) if datasets else []:
+    for spec in profile.specs(datasets) if datasets else []:
         sel = select(records, spec, seeds, preferred=preferred)
         out += [(spec, seed, why) for seed, why in sel.gaps().items()]
     return out
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "Set DATA_DIR to the folder with the files, or run `make data`.")
         return NO_DATA_EXIT
     cmds = commands(profile, seeds, runs_dir, data_dir, datasets, a.launcher, extra)
-    specs = sweeps.all_specs(datasets)
+    specs = profile.specs(datasets)
     planned = plan_runs(specs, seeds, run_overrides(profile, runs_dir, data_dir, extra), runs_dir)
     say(f"profile {profile.name}: {len(planned)} runs in {len(cmds)} multiruns, seeds {' '.join(map(str, seeds))}, "
         f"into {runs_dir}")
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"profile": profile.name, "seeds": list(seeds), "skipped": skipped, "data_dir": str(data_dir),
+                "diagnostics_every": profile.diagnostics_every,
                 "extra_overrides": extra, "run_names": sorted(p.name for p in planned),
                 "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "commands": [shlex.join(c) for c in cmds], "returncodes": []}
@@ -215,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     from .wandb_tables import log_build
 
     say(log_build(built, profile.name, seeds, out_dir))
-    gaps = unfinished(runs_dir, profile.name, datasets, seeds, set(manifest["run_names"]))
+    gaps = unfinished(runs_dir, profile, datasets, seeds, set(manifest["run_names"]))
     for spec, seed, why in gaps:
-        say(f"{spec.dataset} {spec.label} (latent_bn={spec.latent_bn}) seed {seed}: {why}")
+        diagnostics = "" if spec.diagnostics is None else f", diagnostics every {spec.diagnostics} steps"
+        say(f"{spec.dataset} {spec.label} (latent_bn={spec.latent_bn}{diagnostics}) seed {seed}: {why}")
     if failed or gaps:
         say(f"{len(gaps)} of {len(planned)} runs did not complete ({failed} of {len(cmds)} multiruns exited "
             "non-zero); their cells show it. Run again to retry them.")

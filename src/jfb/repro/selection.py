@@ -1,7 +1,9 @@
 """Reading run records and turning them into table cells.
 
 A run folder holds ``summary.json`` (final figures and status, :class:`~jfb.training.summary.RunSummary`)
-and ``metrics.jsonl`` (one line per epoch), written by the trainer. Only runs whose status is
+and ``metrics.jsonl`` (one line per epoch), written by the trainer; a run with gradient diagnostics
+also ``diagnostics.jsonl`` (one line per check), and its ``identity.json`` (or ``config.yaml``) says
+which diagnostics settings it ran with. Only runs whose status is
 ``completed`` give numbers; every other state (failed, interrupted, running, no summary, no run at
 all) becomes a visible word in its cell.
 """
@@ -13,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import yaml
+
 from jfb.training.summary import RunSummary, read_summary
 
 from .sweeps import RunSpec
+
+DIAGNOSTICS_FILE = "diagnostics.jsonl"  # jfb/training/diagnostics.py: one row per check
 
 
 @dataclass
@@ -23,6 +29,14 @@ class Record:
     path: Path
     summary: RunSummary
     metrics: list[dict] = field(default_factory=list)  # metrics.jsonl rows, one per completed epoch
+    diagnostics_settings: Optional[dict] = None  # the run's diagnostics node when diagnostics.every is set
+    diagnostics: Optional[list[dict]] = None  # diagnostics.jsonl rows, one per check (None: no such file)
+
+    @property
+    def diagnostics_every(self) -> Optional[int]:
+        """``diagnostics.every`` of the run (None: diagnostics off, or a record that predates them)."""
+        every = (self.diagnostics_settings or {}).get("every")
+        return None if every is None else int(every)
 
     @property
     def status(self) -> str:
@@ -66,6 +80,40 @@ def _identity_from_config(path: Path) -> dict:
     }
 
 
+def _diagnostics_settings(folder: Path) -> dict | None:
+    """The diagnostics settings a run recorded: identity.json's (what the run hash covers; absent when
+    diagnostics are off), else config.yaml's ``diagnostics`` node; None when off or not recorded."""
+    node = None
+    try:
+        ident = json.loads((folder / "identity.json").read_text())["identity"]
+        node = ident.get("diagnostics") if isinstance(ident, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):  # no identity.json (older runs) or a damaged one
+        try:
+            cfg = yaml.safe_load((folder / "config.yaml").read_text())
+            node = cfg.get("diagnostics") if isinstance(cfg, dict) else None
+        except (OSError, yaml.YAMLError):
+            node = None
+    if not isinstance(node, dict) or node.get("every") is None:
+        return None
+    return dict(node)
+
+
+def _jsonl(path: Path) -> list[dict] | None:
+    """The rows of a JSON-lines file (None when there is no file); a torn last line ends the rows."""
+    if not path.is_file():
+        return None
+    rows: list[dict] = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a killed run; what came before stands
+    return rows
+
+
 def load_run(folder: Path) -> Record | None:
     """The record of one run folder, or None if the folder holds no run."""
     summary_path = folder / "summary.json"
@@ -78,18 +126,10 @@ def load_run(folder: Path) -> Record | None:
         summary = RunSummary.from_dict({**_identity_from_config(folder / "config.yaml"), "status": "incomplete"})
     else:
         return None
-    metrics: list[dict] = []
-    metrics_path = folder / "metrics.jsonl"
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                metrics.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a killed run; what came before stands
-    return Record(folder, summary, metrics)
+    metrics = _jsonl(folder / "metrics.jsonl") or []
+    settings = _diagnostics_settings(folder)
+    diagnostics = _jsonl(folder / DIAGNOSTICS_FILE) if settings is not None else None
+    return Record(folder, summary, metrics, settings, diagnostics)
 
 
 def load_records(runs_dir: Path, profile: str | None = None) -> list[Record]:
@@ -141,7 +181,7 @@ def select(records: list[Record], spec: RunSpec, seeds: tuple[int, ...], missing
     seed reads "ambiguous"."""
     by_seed: dict[int, list[Record]] = {s: [] for s in seeds}
     for rec in records:
-        if rec.seed in by_seed and spec.matches(rec.summary):
+        if rec.seed in by_seed and spec.matches(rec.summary, rec.diagnostics_every):
             by_seed[rec.seed].append(rec)
     if preferred:
         for s, recs in by_seed.items():

@@ -7,11 +7,16 @@ with the same specs the sweep launches (dataset, method label, latent batch norm
 is run and what is read cannot drift apart. :func:`multiruns` turns the deduplicated specs of a
 profile into as few Hydra multiruns as possible (comma sweeps over a cartesian product, never
 launching a run twice).
+
+Gradient diagnostics (``diagnostics.every``, jfb/training/diagnostics.py) run in runs of their own:
+one MNIST run per method with the profile's ``diagnostics_every``. The setting is part of a spec (and
+of the run's identity, hence its folder), and :meth:`RunSpec.matches` checks it against the record, so
+a diagnostics run never stands in for a timed run of Tables 1-3, nor a timed run for a diagnostics run.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jfb.paper import cifar10 as _paper_cifar10
 from jfb.training.summary import RunSummary
@@ -37,6 +42,7 @@ class RunSpec:
     latent_bn: bool
     options: tuple[tuple[str, object], ...] = ()
     tol: float | None = None  # None: the experiment preset's tolerance
+    diagnostics: int | None = None  # diagnostics.every of the run; None: no diagnostics (the timed runs)
 
     def overrides(self) -> dict[str, str]:
         """Hydra overrides (key -> value) of this run, seed and profile aside."""
@@ -48,6 +54,8 @@ class RunSpec:
         out.update({f"method.options.{k}": _value(v) for k, v in self.options})
         if self.tol is not None:
             out["solver.tol"] = _value(self.tol)
+        if self.diagnostics is not None:
+            out["diagnostics.every"] = _value(self.diagnostics)
         return out
 
     def override_args(self) -> list[str]:
@@ -59,8 +67,12 @@ class RunSpec:
         composed config (e.g. ``ift-${method.options.backward}`` gives ``ift-cg``)."""
         return config.method_label(self.override_args())
 
-    def matches(self, summary: RunSummary) -> bool:
-        """Whether a run's summary (or the identity read from its config) is this configuration."""
+    def matches(self, summary: RunSummary, diagnostics_every: int | None = None) -> bool:
+        """Whether a run is this configuration: its summary (or the identity read from its config) and
+        the ``diagnostics.every`` it recorded (identity.json or config.yaml; None: off, see
+        :attr:`jfb.repro.selection.Record.diagnostics_every`)."""
+        if (None if diagnostics_every is None else int(diagnostics_every)) != self.diagnostics:
+            return False
         if summary.dataset != self.dataset or summary.method_label != self.label:
             return False
         if summary.latent_bn is None or bool(summary.latent_bn) != self.latent_bn:
@@ -141,8 +153,27 @@ def fig6_curves() -> list[Curve]:
     return [Curve(jfb("mnist"), "k = 0 (JFB)")] + [Curve(neumann("mnist", k), f"k = {k}") for k in NEUMANN_K]
 
 
-def all_specs(datasets: tuple[str, ...] = DATASETS) -> list[RunSpec]:
-    """Every run the tables and figures need, deduplicated, in a stable order."""
+DIAGNOSTICS_DATASET = "mnist"
+DIAGNOSTICS_NEUMANN_K = (1, 2, 5)
+
+
+def diagnostics_curves(every: int) -> list[Curve]:
+    """The gradient-diagnostics runs (MNIST, one per method, each with ``diagnostics.every=every``):
+    every method on the network the rest of the sweep trains it on (JFB and Neumann with latent batch
+    norm, as Tables 1-2 and Figure 6; unrolled and Jacobian-based without, as Table 3), at the preset's
+    tolerance. The Jacobian-based run is the preset's method=ift."""
+    if every is None or int(every) < 1:
+        raise ValueError(f"diagnostics every must be a positive number of steps, not {every!r}")
+    ds, every = DIAGNOSTICS_DATASET, int(every)
+    curves = [Curve(jfb(ds), "JFB (latent BN)")]
+    curves += [Curve(neumann(ds, k), f"Neumann k = {k} (latent BN)") for k in DIAGNOSTICS_NEUMANN_K]
+    curves += [Curve(unrolled(ds), "Unrolled (no latent BN)"), Curve(ift(ds), "Jacobian-based (IFT, CG; no latent BN)")]
+    return [Curve(replace(c.spec, diagnostics=every), c.label) for c in curves]
+
+
+def all_specs(datasets: tuple[str, ...] = DATASETS, diagnostics_every: int | None = None) -> list[RunSpec]:
+    """Every run the tables and figures need, deduplicated, in a stable order; with
+    ``diagnostics_every``, the gradient-diagnostics runs last (when their dataset is among ``datasets``)."""
     specs: list[RunSpec] = []
     for ds in datasets:
         specs += table1_specs(ds).values()
@@ -150,6 +181,8 @@ def all_specs(datasets: tuple[str, ...] = DATASETS) -> list[RunSpec]:
         specs += table3_specs(ds).values()
         specs += [c.spec for c in fig5_curves(ds)]
     specs += [c.spec for c in fig6_curves()]
+    if diagnostics_every is not None:
+        specs += [c.spec for c in diagnostics_curves(diagnostics_every)]
     out: list[RunSpec] = []
     for s in specs:
         if s.dataset in datasets and s not in out:
@@ -163,6 +196,11 @@ class Profile:
     description: str
     overrides: dict[str, str] = field(default_factory=dict)  # added to every run of the profile
     needs_data: bool = True  # real files: datasets whose files are missing are skipped (gaps)
+    diagnostics_every: int | None = None  # diagnostics.every of the gradient-diagnostics runs; None: none
+
+    def specs(self, datasets: tuple[str, ...] = DATASETS) -> list[RunSpec]:
+        """Every run of this profile on ``datasets``: the tables' and figures', then the diagnostics runs."""
+        return all_specs(datasets, self.diagnostics_every)
 
 
 PROFILES: dict[str, Profile] = {
@@ -170,6 +208,10 @@ PROFILES: dict[str, Profile] = {
         "paper",
         "asks for the authors' presets unchanged (experiment=paper/<dataset>: epochs, lr, tol, max_iter, gamma); "
         "a GPU job",
+        # Diagnostics runs: 100 epochs of 600 MNIST batches; a check every 100th step gives 600 checks,
+        # about 12,000 training steps' worth (a check costs about 20 steps: jfb.repro.estimate.CHECK_STEPS), a fifth
+        # of a run on top of each diagnostics run.
+        diagnostics_every=100,
     ),
     "quick": Profile(
         "quick",
@@ -181,6 +223,9 @@ PROFILES: dict[str, Profile] = {
         # evaluate the test set: the 9 MNIST runs take roughly 17-28 minutes on 2 CPU cores.
         # max_batches also caps evaluation: 200 batches of 400 cover MNIST's 10,000 test images.
         {"trainer.epochs": "4", "trainer.max_batches": "200", "trainer.progress": "false"},
+        # Diagnostics runs: a check every 25th of the 800 steps gives 32 checks, about 640 training steps'
+        # worth on MNIST on a CPU (jfb.repro.estimate.CHECK_STEPS): with the run itself, near two runs per method.
+        diagnostics_every=25,
     ),
     "smoke": Profile(
         "smoke",
@@ -199,6 +244,7 @@ PROFILES: dict[str, Profile] = {
             "logger": "none",
         },
         needs_data=False,
+        diagnostics_every=2,  # 2 epochs of 2 steps: steps 0 and 2, one check per epoch
     ),
 }
 

@@ -1,10 +1,12 @@
-"""Build Tables 1-3 (markdown and CSV) and Figures 5-6 from run records.
+"""Build Tables 1-3 and the gradient-diagnostics table (markdown and CSV), Figures 5-6 and the
+diagnostics figure from run records.
 
     python -m jfb.repro.tables --profile quick [--results-root reproduced] [--seeds "0 1 2"]
 
-reads ``<results-root>/<profile>/runs/*/{summary.json,metrics.jsonl}`` and writes ``table1.md``,
-``table2.md``, ``table3.md`` (each with a ``.csv`` twin), ``fig5_<dataset>.png``, ``fig6.png`` and a
-``README.md`` joining them, into ``<results-root>/<profile>/``. Every number of ours comes from a
+reads ``<results-root>/<profile>/runs/*/{summary.json,metrics.jsonl,diagnostics.jsonl}`` and writes
+``table1.md``, ``table2.md``, ``table3.md``, ``table_diagnostics.md`` (each with a ``.csv`` twin),
+``fig5_<dataset>.png``, ``fig6.png``, ``fig_diagnostics.png`` and a ``README.md`` joining them, into
+``<results-root>/<profile>/``. Every number of ours comes from a
 completed run's record; the paper's numbers come from :mod:`jfb.repro.paper_numbers`. A run that is
 missing, failed or unfinished shows as that word, never as a number. The build date is now, or
 ``SOURCE_DATE_EPOCH`` when set.
@@ -21,10 +23,12 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import diagnostics as diag
 from . import paper_numbers as paper
 from .header import built_date, header
-from .selection import Cell, Record, Selection, cell, const_cell, load_records, ratio_cell, select
-from .sweeps import DATASET_TITLES, DATASETS, table1_specs, table2_specs, table3_specs
+from .selection import Cell, Record, Selection, cell, const_cell, gap_text, load_records, ratio_cell, select
+from .sweeps import (DATASET_TITLES, DATASETS, PROFILES, diagnostics_curves, table1_specs, table2_specs,
+                     table3_specs)
 
 MANIFEST = "sweep.json"  # written by jfb.repro.reproduce: seeds and datasets skipped for want of data
 LOCAL_ROOT = "reproduced"  # this machine's results (git ignores it)
@@ -60,6 +64,22 @@ def fmt_iters(x: float, ref: float | None = None) -> str:
 
 def fmt_pct(x: float, ref: float | None = None) -> str:
     return f"{x:.0f} %"
+
+
+def fmt_cos(x: float, ref: float | None = None) -> str:
+    """Four decimals; six where four would round to 1 (a Jacobian-based gradient's cosine)."""
+    r = abs(x if ref is None else ref)
+    return f"{x:.{6 if r >= 0.99995 else 4}f}"
+
+
+def fmt_norm(x: float, ref: float | None = None) -> str:
+    return f"{x:.3f}"
+
+
+def fmt_count(x: float, ref: float | None = None) -> str:
+    """A count: whole numbers as such, a mean over seeds (or its std) with one decimal."""
+    r = x if ref is None else ref
+    return f"{x:.0f}" if float(r).is_integer() and float(x).is_integer() else f"{x:.1f}"
 
 
 def fmt_ratio(x: float, ref: float | None = None) -> str:
@@ -169,6 +189,7 @@ class Table:
     rows: list[dict]
     notes: list[str]
     records: list[Record]  # the completed records behind the numbers of ours (for the header)
+    header_rows: list[tuple[str, str]] = field(default_factory=list)  # added to the header's rows
 
     def markdown_body(self) -> str:
         lines = ["| " + " | ".join(c.title for c in self.columns) + " |",
@@ -223,6 +244,7 @@ class Context:
     seeds: tuple[int, ...]
     skipped: dict[str, str]  # dataset -> reason it was not run (e.g. "no data")
     preferred: set[str] = field(default_factory=set)  # run folders the last sweep launched
+    diagnostics_every: int | None = None  # diagnostics.every of the profile's diagnostics runs (None: none)
 
     def select(self, spec) -> Selection:
         reason = self.skipped.get(spec.dataset)
@@ -427,10 +449,95 @@ def table3(ctx: Context) -> Table:
                  notes, used)
 
 
+# ---------------------------------------------------------------- gradient diagnostics
+
+NO_DIAGNOSTICS = "not run: no diagnostics.every for this profile"
+
+
+def diagnostics_every(profile: str, manifest: dict, records: list[Record]) -> int | None:
+    """``diagnostics.every`` of the profile's diagnostics runs: the sweep manifest's, else the profile's,
+    else the one value the records hold (None when none, or several, is found)."""
+    if manifest.get("diagnostics_every") is not None:
+        return int(manifest["diagnostics_every"])
+    if profile in PROFILES:
+        return PROFILES[profile].diagnostics_every
+    found = {r.diagnostics_every for r in records} - {None}
+    return found.pop() if len(found) == 1 else None
+
+
+def diag_cell(sel: Selection, value, fmt, const: bool = False) -> Cell:
+    """A diagnostics cell: ``cell`` (``const_cell`` with ``const``) over the seeds, or the words saying
+    why a seed gives no number: its gap, or why its completed run does not (no diagnostics.jsonl, no
+    check, no cosine)."""
+    need = diag.NEEDS[value]
+    whys = {r.seed: w for r in sel.completed() if (w := diag.why(r, need)) is not None}
+    if whys:
+        text = gap_text({**sel.gaps(), **whys}, sel.seeds)
+        return Cell(text, note=text)
+    return (const_cell if const else cell)(sel, value, fmt)
+
+
+def fmt_gamma(x: float, ref: float | None = None) -> str:
+    return f"{x:g}"
+
+
+def table_diagnostics(ctx: Context) -> Table:
+    every = ctx.diagnostics_every
+    cols = [Column("method", "Method (network)"),
+            Column("descent", "Descent directions, % of checks with a cosine", True),
+            Column("cos_median", "Cosine to the exact gradient, median", True),
+            Column("cos_min", "Cosine, minimum", True),
+            Column("jac_median", "‖∂T/∂u‖₂ at u*, median", True),
+            Column("jac_max", "‖∂T/∂u‖₂, max", True),
+            Column("gamma", "γ (contraction factor of the network)", True),
+            Column("checks", "Checks", True),
+            Column("missed", "Checks whose exact adjoint solve missed its tolerance", True),
+            Column("time_check", "Time per check s", True),
+            Column("overhead", "Diagnostics time / training-phase time (callback_time_s / train_time_s)", True)]
+    values = {"descent": (diag.v_descent_pct, fmt_pct), "cos_median": (diag.v_cos_median, fmt_cos),
+              "cos_min": (diag.v_cos_min, fmt_cos), "jac_median": (diag.v_jac_median, fmt_norm),
+              "jac_max": (diag.v_jac_max, fmt_norm), "checks": (diag.v_checks, fmt_count),
+              "missed": (diag.v_missed, fmt_count), "time_check": (diag.v_time_per_check, fmt_time),
+              "overhead": (diag.v_overhead_pct, fmt_pct)}
+    rows, used = [], []
+    if every is None:
+        for c in diagnostics_curves(1):  # the methods only; no record is selected without the setting
+            rows.append({"method": c.label, "gamma": NO_DIAGNOSTICS, **{k: NO_DIAGNOSTICS for k in values}})
+    else:
+        for c in diagnostics_curves(every):
+            sel = ctx.select(c.spec)
+            used += _used(sel)
+            rows.append({"method": c.label, "gamma": diag_cell(sel, diag.v_gamma, fmt_gamma, const=True),
+                         **{k: diag_cell(sel, v, f) for k, (v, f) in values.items()}})
+    notes = [
+        "Beyond the paper. Runs of their own on MNIST, one per method, each on the network the rest of the sweep "
+        "trains it on, with a gradient check every " + ("N" if every is None else str(every)) + " training steps "
+        "(diagnostics.every; jfb/training/diagnostics.py). The setting is part of a run's identity (its folder "
+        "and hash): these runs never stand in for the timed runs of Tables 1-3, nor those runs for these.",
+        "On a checked step, after the method's own gradient and before the optimizer step, the exact "
+        "implicit-function-theorem gradient of the same batch and loss is computed (same dropout masks and batch "
+        "statistics, an adjoint solve exact under batch-norm coupling, to diagnostics.tol); the cosine between "
+        "the two is over all parameters. A check whose adjoint solve missed its tolerance records no cosine: the "
+        "descent share, median and minimum are over the checks with a cosine, the missed solves counted apart.",
+        "Descent direction: cosine > 0 (the method's step lowers the batch loss to first order). Median and "
+        "minimum are per run over its checks, then mean ± std over seeds.",
+        "‖∂T/∂u‖₂: an estimate of the spectral norm of the latent operator's Jacobian at the fixed point "
+        "(Lanczos on JᵀJ from Jacobian-vector products, the batch as one map), beside the contraction factor γ "
+        "built into the network. JFB's descent guarantee assumes a contraction (norm below 1).",
+        "Overhead: time per check is the mean wall time of a check; the last column is the checks' time (kept out "
+        "of the timed training phase, callback_time_s) against the training phase's time: 100 % doubles it.",
+    ]
+    header_rows = [("Diagnostics (from the records)", diag.settings_text(used) if every is not None
+                    else NO_DIAGNOSTICS)]
+    return Table("table_diagnostics", "Gradient diagnostics (MNIST): each method's gradient against the exact "
+                 "implicit-function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point", cols, rows, notes, used,
+                 header_rows)
+
+
 # ---------------------------------------------------------------- output
 
 def render(table: Table, profile: str, ctx: Context, built: str) -> str:
-    parts = [header(table.title, profile, ctx.seeds, table.records, len(ctx.records), built), "",
+    parts = [header(table.title, profile, ctx.seeds, table.records, len(ctx.records), built, table.header_rows), "",
              table.markdown_body(), ""]
     parts += [f"- {n}" for n in table.notes]
     return "\n".join(parts) + "\n"
@@ -485,12 +592,13 @@ def build(profile: str, results_root: str | Path = LOCAL_ROOT, seeds: tuple[int,
     manifest = read_manifest(out_dir)
     records = load_records(out_dir / "runs", profile)
     seeds = tuple(seeds) if seeds else default_seeds(manifest, records)
-    ctx = Context(records, seeds, dict(manifest.get("skipped") or {}), set(manifest.get("run_names") or []))
+    ctx = Context(records, seeds, dict(manifest.get("skipped") or {}), set(manifest.get("run_names") or []),
+                  diagnostics_every(profile, manifest, records))
     built = built_date()
     out = Built()
     readme = [f"# Reproduction results (profile: {profile})", "",
               *_reference_line(out_dir, Path(reference_root) / profile if reference_root else None)]
-    for make in (table1, table2, table3):
+    for make in (table1, table2, table3, table_diagnostics):
         t = make(ctx)
         md = out_dir / f"{t.name}.md"
         md.write_text(render(t, profile, ctx, built))
