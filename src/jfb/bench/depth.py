@@ -107,7 +107,8 @@ def run(nets: Sequence[str], methods: Sequence[str], depths: Sequence[int], batc
 
 
 def memory_growth(rows: List[dict], lo: int = 10, hi: int = 200) -> List[dict]:
-    """Memory at depth ``hi`` over depth ``lo`` per net and method (target: <= 1.05 for JFB and IFT)."""
+    """Memory at depth ``hi`` over depth ``lo`` per net and method (about 1 where memory is constant in
+    depth: JFB and IFT)."""
     out = []
     by = {(r["net"], r["method"], r["depth"]): r for r in rows}
     for (net, m, d), r in by.items():
