@@ -21,6 +21,11 @@ the variant that saved it, as :data:`VARIANTS` lists (class and settings from b3
 The JFB and explicit files hold the same keys; the authors' file names (``*_Explicit_*``) tell
 them apart. Dropout rates and batch-norm momenta matter only in training mode.
 
+:func:`paper_module_map` (with :func:`paper_to_ours`, :func:`paper_to_authors`) maps the key names of
+their latest classes (``MNIST_FPN``, ``SVHN_FPN``, ``CIFAR10_FPN`` at HEAD) onto the paper networks
+:func:`jfb.models.build_model` builds, so that both codes can run on the same weights
+(scripts/compare_authors_cg.py).
+
 Files are read with ``torch.load(weights_only=True)`` and an allow-list of the types they pickle
 (:func:`allowed_globals`), so reading one runs no code from it.
 """
@@ -174,21 +179,78 @@ def build_authors_model(variant: AuthorsVariant, channels_last: bool = True) -> 
 
 def module_map(variant: AuthorsVariant) -> Dict[str, str]:
     """The authors' module names (b35a245:Networks.py) -> ours (see :func:`build_authors_model`)."""
+    return _mnist_svhn_map(variant.architecture, variant.lat_layers)
+
+
+def _mnist_svhn_map(architecture: str, lat_layers: int) -> Dict[str, str]:
     m: Dict[str, str] = {}
-    if variant.architecture == "mnist":
+    if architecture == "mnist":
         m.update({"conv_d1": "Q.0", "bn_1": "Q.1", "conv_d2": "Q.4", "bn_2": "Q.5"})
     else:
         m.update({"conv1": "Q.0", "bn1": "Q.1", "bn_1": "unused.bn_1", "bn_2": "unused.bn_2"})
         for k in (1, 2, 3):  # their layer1..3 (one BasicBlock each) are our Q.3..Q.5
             for theirs, ours in (("conv_d1", "conv1"), ("bn1", "bn1"), ("conv_d2", "conv2"), ("bn2", "bn2")):
                 m[f"layer{k}.0.{theirs}"] = f"Q.{2 + k}.{ours}"
-    for i in range(variant.lat_layers):
-        # latent_convs[i] is Sequential(conv, LReLU, Dropout, conv, LReLU, Dropout): convs at 0 and 3
+    m.update(_latent_map(lat_layers))
+    m.update({"conv_y": "S.0", "fc_y": "S.4"})
+    return m
+
+
+def _latent_map(lat_layers: int) -> Dict[str, str]:
+    m: Dict[str, str] = {}
+    for i in range(lat_layers):
+        # latent_convs[i] is Sequential(conv, LReLU, Dropout, conv[, LReLU, Dropout]): convs at 0 and 3
         m[f"latent_convs.{i}.0"] = f"R.blocks.{i}.conv1"
         m[f"latent_convs.{i}.3"] = f"R.blocks.{i}.conv2"
         m[f"lat_batch_norm.{i}"] = f"R.norms.{i}"
-    m.update({"conv_y": "S.0", "fc_y": "S.4"})
     return m
+
+
+def paper_module_map(name: str, lat_layers: Optional[int] = None) -> Dict[str, str]:
+    """The module names of the authors' latest networks (``MNIST_FPN``, ``SVHN_FPN``, ``CIFAR10_FPN`` of
+    their HEAD ``Networks.py``, official-code.md section 2) -> ours, for the paper's networks that
+    :func:`jfb.models.build_model` builds (``name`` "mnist", "svhn" or "cifar10"; ``lat_layers``
+    defaults to the paper's). MNIST and SVHN keep b35a245's names. CIFAR-10: ``data_conv_d`` is our
+    ``Q.conv_in``; ``data_convs[i]`` (conv at 0 and 3) with ``dat_batch_norm[i]`` is our
+    ``Q.blocks[j]`` (``conv1``, ``conv2``, ``norm``), j = i + i // data_layers because our Q holds each
+    AvgPool as a block; ``conv_y`` and ``label_fc`` are our ``S.0`` and ``S.4``.
+
+    With ``latent_bn=False`` our R has no batch norm, while their classes still define
+    ``lat_batch_norm`` (unused by ``architecture='Jacobian'``): :func:`paper_to_ours` drops those
+    buffers."""
+    from . import MODELS
+
+    spec = MODELS[name]
+    lat_layers = spec.lat_layers if lat_layers is None else lat_layers
+    if name in ("mnist", "svhn"):
+        return _mnist_svhn_map(name, lat_layers)
+    if name != "cifar10":
+        raise ValueError(f"no authors' names for network {name!r}")
+    from .cifar10 import DATA_LAYERS
+
+    m = {"data_conv_d": "Q.conv_in", "conv_y": "S.0", "label_fc": "S.4"}
+    for i in range(2 * DATA_LAYERS):
+        j = i + i // DATA_LAYERS
+        m[f"data_convs.{i}.0"] = f"Q.blocks.{j}.conv1"
+        m[f"data_convs.{i}.3"] = f"Q.blocks.{j}.conv2"
+        m[f"dat_batch_norm.{i}"] = f"Q.blocks.{j}.norm"
+    m.update(_latent_map(lat_layers))
+    return m
+
+
+def paper_to_ours(name: str, state: Dict[str, torch.Tensor], latent_bn: bool = True,
+                  lat_layers: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """A state dict of the authors' latest ``name`` network with our key names (see
+    :func:`paper_module_map`); without ``latent_bn``, their unused latent batch-norm buffers go."""
+    out = _apply(paper_module_map(name, lat_layers), state)
+    return out if latent_bn else {k: v for k, v in out.items() if not k.startswith("R.norms.")}
+
+
+def paper_to_authors(name: str, state: Dict[str, torch.Tensor], lat_layers: Optional[int] = None
+                     ) -> Dict[str, torch.Tensor]:
+    """Our state dict with the key names of the authors' latest ``name`` network (inverse of
+    :func:`paper_to_ours` for the keys both have)."""
+    return _apply({v: k for k, v in paper_module_map(name, lat_layers).items()}, state)
 
 
 def _apply(mapping: Dict[str, str], state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
