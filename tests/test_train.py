@@ -191,3 +191,61 @@ def test_wandb_offline_run_holds_namespaced_metrics_config_and_summary(tmp_path)
         assert key in epochs[-1], key
     steps = [h for h in history if "train/step_loss" in h]
     assert [h["_step"] for h in steps] == [1, 2, 3, 4]  # every step (log_every=1), against the global step
+
+
+# ----------------------------------------------------------------------------------- the timed loop
+
+def test_loop_gives_the_records_of_the_loop_with_a_host_sync_and_hooks_every_step(tmp_path):
+    """tests/fixtures/loop_records/records.json holds the per-epoch records (times stripped) that the
+    loop made when it read the loss on the host and counted saved tensors at every step; today's loop
+    (device-side loss checks, memory on untimed copies of steps) gives the same numbers, bit for bit,
+    on the hardware that made them (the generator's docstring says how to remake them)."""
+    import torch
+    from cli import REPO, TIME_KEYS
+
+    from jfb.training import env
+
+    fixture = json.loads((REPO / "tests" / "fixtures" / "loop_records" / "records.json").read_text())
+    made = fixture["provenance"]
+    here = (env.device_name(torch.device("cpu")), torch.get_num_threads(), env.versions()["torch"])
+    if here != (made["device_name"], made["torch_threads"], made["versions"]["torch"]):
+        pytest.skip(f"records made on {made['device_name']} ({made['torch_threads']} threads, torch "
+                    f"{made['versions']['torch']}), this is {here}: floating-point results may differ")
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.endswith("_time_s")}  # noqa: E731
+                         for r in rows]
+    for name, overrides in fixture["overrides"].items():
+        ok(train(*overrides, root=tmp_path / name))
+        (run,) = run_dirs(tmp_path / name)
+        assert drop(records(run)[1]) == fixture["runs"][name], name
+
+
+def test_a_non_finite_loss_is_reported_at_its_own_step_after_later_steps_ran(tmp_path):
+    """The loss is checked on the device: the host learns of a NaN at the end of the training phase
+    (or on a logged step), yet names the step where it first appeared; the run fails with no record
+    of the failing epoch, as when the loss was read every step."""
+    p = train("method=explicit", "trainer.max_batches=4", *fault(nan_loss_at_step=1), root=tmp_path)
+    assert p.returncode == 1
+    summary, metrics = records(run_dirs(tmp_path)[0])
+    assert summary["status"] == "failed" and metrics == []
+    assert "non-finite training loss (nan) at epoch 1, batch 2;" in summary["reason"], summary["reason"]
+    # an implicit network: the NaN weights make the next solve diverge, and the loss is named first
+    p = train("method=jfb", "trainer.max_batches=4", *fault(nan_loss_at_step=2), root=tmp_path / "jfb")
+    summary, _ = records(run_dirs(tmp_path / "jfb")[0])
+    assert p.returncode == 1 and "non-finite training loss (nan) at epoch 1, batch 3;" in summary["reason"]
+
+
+def test_the_memory_figures_come_from_untimed_steps_that_change_no_number(tmp_path):
+    """saved_for_backward_mb and saved_in_backward_mb are measured on copies of steps (the first of each
+    epoch, and any step deeper than those measured; tests/test_train_loop.py checks the rule): unrolled
+    backpropagation saves a fixed amount per iteration, and each epoch's figure is that of its deepest step."""
+    ok(train("method=unrolled", "trainer.epochs=2", "trainer.max_batches=3", root=tmp_path / "run"))
+    _, m = records(run_dirs(tmp_path / "run")[0])
+    fixed = {}
+    for depth in (1, 2):  # every step exactly `depth` iterations deep
+        ok(train("method=unrolled", "trainer.max_batches=1", f"solver.max_iter={depth}", "solver.tol=1e-30",
+                 root=tmp_path / str(depth)))
+        fixed[depth] = records(run_dirs(tmp_path / str(depth))[0])[1][0]["saved_for_backward_mb"]
+    per_iter = fixed[2] - fixed[1]
+    assert per_iter > 0
+    for r in m:
+        assert r["saved_for_backward_mb"] == pytest.approx(fixed[1] + per_iter * (r["fwd_iters_max"] - 1), rel=1e-9)

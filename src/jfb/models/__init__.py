@@ -39,6 +39,7 @@ def build_model(
     gamma: Optional[float] = None,
     fixed_point_options: Optional[dict] = None,
     channels_last: bool = True,
+    contraction_every: int = 1,
 ) -> ImplicitNet:
     """One of the paper's networks.
 
@@ -49,7 +50,8 @@ def build_model(
     0.5 CIFAR-10). ``fixed_point_options`` go verbatim to :func:`jfb.fixed_point`; None takes the
     authors' driver settings for the dataset (``MODELS[name].fixed_point_options``).
     ``channels_last`` stores the conv weights and activations in NHWC (same mathematics, faster
-    convolutions on a CPU; see ``jfb.bench`` for the measured ratio).
+    convolutions on a CPU; see ``jfb.bench`` for the measured ratio). ``contraction_every``: the
+    Lipschitz probe runs after every k-th training step (1: every step, the authors' schedule).
     """
     try:
         spec: NetSpec = MODELS[name]
@@ -64,7 +66,7 @@ def build_model(
         Q=spec.make_Q(),
         R=spec.make_R(float(gamma), latent_bn),
         S=spec.make_S(),
-        contraction=make_contraction(contraction),
+        contraction=make_contraction(contraction, every=contraction_every),
         implicit=implicit,
         fixed_point_options=options,
         unused=spec.make_unused() if spec.make_unused is not None else None,

@@ -14,6 +14,10 @@ found this unnecessary"); the authors' code adds an empirical rescaling. The cho
   Unlike the authors' code it never runs in eval mode, never runs between the solve and the
   gradient application of a batch (so u* is always the fixed point of the operator that is
   differentiated), and its probe passes leave the latent batch-norm running statistics untouched.
+  ``every=k`` (``model.contraction_every``) probes after every k-th training step only (steps 0, k,
+  2k, ... of the run, counted by the trainer, so a resumed run probes where a straight one does);
+  the other steps skip the probe's two applications of R, its noise draws and its one host read.
+  k = 1, the default, is the authors' schedule.
 * ``"spectral"`` (:class:`SpectralNorm`): ``torch.nn.utils.parametrizations.spectral_norm`` on the
   latent convs (gamma stays inside R). The normalised weight is computed once per forward (one
   power iteration per training forward) and reused by every application of R in the solve.
@@ -49,8 +53,9 @@ class ContractionControl:
     def observe(self, u_star: torch.Tensor, v: torch.Tensor) -> None:
         """Called by a training-mode forward with graph, with the detached fixed point and Q(d)."""
 
-    def after_step(self, R: LatentOperator, training: bool) -> Dict[str, float]:
-        """Called after each optimizer step; returns what it did, for the logs."""
+    def after_step(self, R: LatentOperator, training: bool, step: Optional[int] = None) -> Dict[str, float]:
+        """Called after each optimizer step (``step``: the run's count of steps before this one, if the
+        caller keeps one); returns what it did, for the logs."""
         return {}
 
 
@@ -78,16 +83,30 @@ class SpectralNorm(ContractionControl):
 class LipschitzRescale(ContractionControl):
     name = "lipschitz"
 
-    def __init__(self):
+    def __init__(self, every: int = 1):
+        if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+            raise ValueError(f"contraction every={every!r} must be an integer >= 1 (probe after every k-th step)")
+        self.every = every
         self._last: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._steps = 0  # the schedule's own count, for callers that pass no step
 
     def observe(self, u_star, v):
         self._last = (u_star.detach(), v.detach())
 
+    def due(self, step: Optional[int] = None) -> bool:
+        """Whether the probe runs after step ``step`` (None: the next one by this object's own count)."""
+        if step is None:
+            step = self._steps
+        return step % self.every == 0
+
     @torch.no_grad()
-    def after_step(self, R, training):
+    def after_step(self, R, training, step=None):
         last, self._last = self._last, None
         if not training or last is None:
+            return {}
+        due = self.due(step)
+        self._steps = (self._steps if step is None else step) + 1
+        if not due:
             return {}
         u, v = last
         noise_u = _randn_like(u)
@@ -95,7 +114,7 @@ class LipschitzRescale(ContractionControl):
         v_noisy = v + noise_v
         with latent_bn_policy(R, "frozen"):
             dR = (R(u + noise_u, v_noisy) - R(u, v_noisy)).norm(dim=1).mean()
-        ratio = float(dR / noise_u.norm(dim=1).mean())  # one sync per step, after the optimizer step
+        ratio = float(dR / noise_u.norm(dim=1).mean())  # one host read per probe, after the optimizer step
         # A diverged solve (inf/nan iterates) gives no usable estimate: report it, change nothing.
         rescale = math.isfinite(ratio) and ratio > R.gamma
         factor = (R.gamma / ratio) ** (1.0 / R.lat_layers) if rescale else 1.0
@@ -107,6 +126,7 @@ class LipschitzRescale(ContractionControl):
         # Keys follow the trainer's per-epoch aggregation: plain keys are summed (the number of
         # rescales), "_max"/"_min" keep the extremes (largest ratio seen, strongest rescale).
         return {"lip_rescaled": int(rescale), "lip_ratio_max": ratio, "lip_factor_min": factor}
+
 
 def _randn_like(t: torch.Tensor) -> torch.Tensor:
     """``randn_like`` drawn in logical (NCHW) order, then laid out like ``t``: on a CPU, drawing
@@ -121,8 +141,15 @@ def _randn_like(t: torch.Tensor) -> torch.Tensor:
 CONTRACTIONS = {c.name: c for c in (LipschitzRescale, SpectralNorm, NoControl)}
 
 
-def make_contraction(name: str) -> ContractionControl:
+def make_contraction(name: str, every: int = 1) -> ContractionControl:
+    """The contraction control ``name``; ``every`` is the Lipschitz probe's schedule (the other
+    controls have no probe and ignore it)."""
     try:
-        return CONTRACTIONS[name]()
+        cls = CONTRACTIONS[name]
     except KeyError:
         raise ValueError(f"contraction={name!r} is not one of {tuple(CONTRACTIONS)}") from None
+    if cls is LipschitzRescale:
+        return cls(every=every)
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+        raise ValueError(f"contraction every={every!r} must be an integer >= 1")
+    return cls()

@@ -71,9 +71,11 @@ class ImplicitNet(nn.Module):
             self.contraction.observe(z, v)
         return self.S(z), stats
 
-    def after_step(self) -> Dict[str, float]:
-        """Call after every ``optimizer.step()``: contraction control (no-op in eval mode)."""
-        return self.contraction.after_step(self.R, self.training)
+    def after_step(self, step: Optional[int] = None) -> Dict[str, float]:
+        """Call after every ``optimizer.step()``: contraction control (no-op in eval mode). ``step``: the
+        run's count of training steps before this one (the probe schedule follows it; None: the
+        control counts its own calls)."""
+        return self.contraction.after_step(self.R, self.training, step)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -45,7 +45,7 @@ def build_network(cfg: dict, device: torch.device) -> torch.nn.Module:
 
     m = cfg["model"]
     return build_model(m["name"], implicit=m["implicit"], latent_bn=m["latent_bn"], contraction=m["contraction"],
-                       gamma=m.get("gamma"),
+                       gamma=m.get("gamma"), contraction_every=m.get("contraction_every", 1),
                        fixed_point_options=fixed_point_options(cfg) if m["implicit"] else None).to(device)
 
 

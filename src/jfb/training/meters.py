@@ -1,6 +1,7 @@
 """Measurements taken during training without slowing it down.
 
-Sums stay on the device and are read once per epoch. Memory is measured three ways: the peak
+Sums stay on the device and are read once per epoch; so does the record of the first non-finite
+loss (:class:`NonFiniteWatch`). Memory is measured three ways: the peak
 allocated device memory on a GPU; on a CPU (Linux) the process's peak resident memory over the
 training phase (``VmHWM`` after resetting it through ``/proc/self/clear_refs``: everything resident,
 model, data and the allocator's retained heap included); and on any device the bytes of the tensors
@@ -66,6 +67,26 @@ class SavedTensorBytes:
         return False
 
 
+class NonFiniteWatch:
+    """The first step of an epoch whose loss was not finite, recorded on the device.
+
+    ``add(loss, step)`` queues three small device operations and never waits for the device;
+    ``first()`` reads the record on the host (one wait): ``(step, loss value)`` or None."""
+
+    def __init__(self, device: torch.device):
+        self.step = torch.zeros((), device=device, dtype=torch.int64)  # 0: none yet (steps count from 1)
+        self.value = torch.zeros((), device=device, dtype=torch.float64)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        new = torch.logical_and(~torch.isfinite(loss.detach()), self.step == 0)
+        self.step = torch.where(new, step, self.step)
+        self.value = torch.where(new, loss.detach().to(torch.float64), self.value)
+
+    def first(self):
+        step = int(self.step)
+        return (step, float(self.value)) if step else None
+
+
 class EpochMeter:
     """Per-epoch sums of loss, accuracy and solver statistics."""
 
@@ -81,6 +102,7 @@ class EpochMeter:
         self.jac_matvecs = 0
         self.saved_bytes = 0
         self.saved_bwd_bytes = 0
+        self.measured_depth = (-1, -1)  # (forward, backward) iterations of the deepest step measured for memory
         self.extra: dict = {}
 
     def add_batch(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:

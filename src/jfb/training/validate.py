@@ -82,6 +82,8 @@ def validate(cfg: dict) -> None:
     _bool(cfg, "model.implicit")
     _choice(cfg, "model.contraction", ["lipschitz", "spectral", "none"])
     _num(cfg, "model.gamma", lo=0, lo_open=True, hi=1, hi_open=True, optional=True, example=0.5)
+    if "contraction_every" in cfg["model"]:  # set by the fast presets; absent: 1, every step
+        _int(cfg, "model.contraction_every", lo=1)
     spec = DATASETS[cfg["dataset"]["name"]]
     if cfg["dataset"].get("augment") and spec.augmentation is None:
         _fail("dataset.augment", True, f"dataset {spec.name} has no training augmentation (the authors used none); "
