@@ -179,6 +179,44 @@ def test_every_checkpoint_damaged_is_refused_clearly_and_resume_false_retrains(s
     assert_same_as(straight, d)
 
 
+class _RunsCode:
+    """Unpickling this creates a marker file: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_crafted_to_run_code_is_refused_on_resume_and_runs_nothing(killed_in_epoch_3, tmp_path):
+    import hashlib
+    import pickle
+
+    d = tmp_path / RUN
+    shutil.copytree(killed_in_epoch_3, d)
+    marker = tmp_path / "code_ran"
+    ckpt = d / "checkpoints" / "epoch_0002.pt"
+    ckpt.write_bytes(pickle.dumps({"epoch": 2, "model": _RunsCode(str(marker))}))
+    ckpt.with_suffix(".pt.sha256").write_text(hashlib.sha256(ckpt.read_bytes()).hexdigest())  # a valid checksum
+    refused = train(*COMMON, root=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"{ckpt} is refused: loading it would run code from the file" in refused.stderr
+    assert "Traceback" not in refused.stderr and not marker.exists()
+    assert "falling back" not in refused.stdout  # refused, not skipped silently as a damaged file
+
+
+def test_records_get_the_permissions_of_the_users_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        ok(train(root=tmp_path))
+    finally:
+        os.umask(old)
+    d = run_dirs(tmp_path)[0]
+    for name in ("summary.json", "metrics.jsonl", "config.yaml", "identity.json"):
+        assert (d / name).stat().st_mode & 0o777 == 0o640, name
+
+
 # ------------------------------------------------------------------------------ failing runs
 
 def test_multirun_with_failing_runs_completes_the_others_and_the_table_shows_the_gap(tmp_path):

@@ -54,10 +54,6 @@ class ImplicitNet(nn.Module):
         # 1.5x faster on these small latents than in NCHW, with the same mathematics.
         self.channels_last = channels_last
 
-    def T(self, u: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """The network operator T(u; d) = R(u, Q(d)) (for analysis; forward computes Q once)."""
-        return self.R(u, self.Q(d))
-
     def forward(self, d: torch.Tensor) -> Tuple[torch.Tensor, Optional[SolverStats]]:
         if self.channels_last and d.dim() == 4:
             d = d.contiguous(memory_format=torch.channels_last)

@@ -15,12 +15,17 @@ from typing import Any, Iterable
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (no race with other threads)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     old = os.umask(0o022)
     os.umask(old)
     return old
-
-
-_FILE_MODE = 0o666 & ~_umask()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -36,7 +41,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, 0o666 & ~_umask())
         _write_all(fd, data)
         os.replace(tmp, path)
     except BaseException:

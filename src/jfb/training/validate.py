@@ -71,16 +71,16 @@ def validate(cfg: dict) -> None:
     from ..core import make_method, options
     from ..core.norms import RESIDUALS, STOPS
     from ..core.solvers import SOLVERS
-    from ..data import DATASETS
-    from ..models import MODELS
+    from ..data import DATASETS, SOURCES
+    from ..models import CONTRACTIONS, MODELS
     from .optimizers import check as check_optimizer
 
     _choice(cfg, "dataset.name", sorted(DATASETS))
-    _choice(cfg, "dataset.source", ["torchvision", "synthetic"])
+    _choice(cfg, "dataset.source", sorted(SOURCES))
     _choice(cfg, "model.name", sorted(MODELS))
     _bool(cfg, "model.latent_bn")
     _bool(cfg, "model.implicit")
-    _choice(cfg, "model.contraction", ["lipschitz", "spectral", "none"])
+    _choice(cfg, "model.contraction", list(CONTRACTIONS))
     _num(cfg, "model.gamma", lo=0, lo_open=True, hi=1, hi_open=True, optional=True, example=0.5)
     if "contraction_every" in cfg["model"]:  # set by the fast presets; absent: 1, every step
         _int(cfg, "model.contraction_every", lo=1)
