@@ -186,10 +186,11 @@ def test_method_defaults_come_from_its_schema(name):
 
 
 def test_check_validates_and_fills_defaults():
-    assert options.check("solver", "anderson", {"m": 3}) == {"m": 3, "lam": 1e-4, "beta": 1.0}
+    assert options.check("solver", "anderson", {"m": 3}) == {"m": 3, "lam": 1e-4, "beta": 1.0, "check_every": 1}
     assert options.check("solver", "anderson", {"lam": 1})["lam"] == 1.0  # an int is a number
     got = options.check("method", "ift", {"backward": "anderson", "m": 2})
-    assert got["backward"] == "anderson" and got["backward_options"] == {"m": 2, "lam": 1e-4, "beta": 1.0}
+    assert got["backward"] == "anderson" and got["backward_options"] == {"m": 2, "lam": 1e-4, "beta": 1.0,
+                                                                         "check_every": 1}
     assert got["cg_start"] == "g" and got["backward_tol"] is None
     assert options.check("method", "neumann", {"terms": 0}) == {"terms": 0}
     # a config validator names its keys

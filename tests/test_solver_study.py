@@ -3,6 +3,8 @@
 dataset), and the study's measurements on a tiny synthetic problem."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -86,3 +88,30 @@ def test_anderson_through_the_public_api_matches_picard_fixed_point():
         z, st = fixed_point(g, torch.zeros_like(z_star), "jfb", tol=1e-10, max_iter=100, solver="anderson",
                             solver_options={"m": 2, "beta": 1.0})
     assert st.fwd_converged and float((z - z_star).abs().max()) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_anderson_check_every_gives_the_plain_result_bit_for_bit(dtype):
+    """As picard's: the residual read on the host every k evaluations changes nothing but the
+    evaluations made past the first hit (at most k - 1)."""
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 6, generator=gen, dtype=DT)
+    W = (0.8 * W / torch.linalg.matrix_norm(W, 2)).to(dtype)
+    c = torch.randn(3, 6, generator=gen, dtype=DT).to(dtype)
+    f = lambda z: torch.tanh(z @ W.T + c)  # noqa: E731
+    z0 = torch.zeros(3, 6, dtype=dtype)
+    measure = residual_fn("sample", "abs")
+    seen = []
+    anderson(f, z0, 1e-300, 12, lambda a, b: seen.append(float(measure(a, b))) or measure(a, b), m=2)
+    for tol, max_iter in ((seen[0], 20), (seen[4], 20), (seen[6], 20), (min(seen) / 2, 9)):
+        plain = anderson(f, z0, tol, max_iter, measure, m=2)
+        for k in (2, 3, 5):
+            calls = []
+            got = anderson(lambda z: calls.append(1) or f(z), z0, tol, max_iter, measure, m=2, check_every=k)
+            assert torch.equal(got.z, plain.z) and got.iters == plain.iters and got.converged == plain.converged
+            assert got.residual == plain.residual or (math.isnan(got.residual) and math.isnan(plain.residual))
+            assert got.evals == len(calls) and 0 <= got.evals - got.iters <= k - 1
+            if not plain.converged:
+                assert got.evals == max_iter
+    with pytest.raises(ValueError, match="check_every"):
+        anderson(f, z0, 0.1, 5, measure, check_every=0)

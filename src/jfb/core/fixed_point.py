@@ -34,7 +34,7 @@ def fixed_point(
     z* itself and no graph is built.
 
     ``solver`` is "picard" (the paper's Algorithm 1; ``solver_options``: check_every), "anderson"
-    (m, lam, beta) or "broyden" (m); see ``jfb.core.options.describe("solver", name)``. The solve
+    (m, lam, beta, check_every) or "broyden" (m); see ``jfb.core.options.describe("solver", name)``. The solve
     stops when the largest residual ``z_{k+1} - z_k`` is at most ``tol`` (``stop="rel"``: divided
     by the size of z_{k+1}), measured per ``residual`` ("sample" or "pixel", see
     :mod:`jfb.core.norms`), or after ``max_iter`` applications of f.

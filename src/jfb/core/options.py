@@ -4,7 +4,7 @@ The registries (:data:`jfb.core.solvers.SOLVERS`, :data:`jfb.core.methods.METHOD
 schema; :func:`check` validates a dict of options against it (filling the defaults) and
 :func:`describe` prints it, so a config validator asks the registry instead of repeating choices::
 
-    check("solver", "anderson", {"m": 3})  # -> {"m": 3, "lam": 0.0001, "beta": 1.0}
+    check("solver", "anderson", {"m": 3})  # -> {"m": 3, "lam": 0.0001, "beta": 1.0, "check_every": 1}
     check("method", "ift", {"backward": "picard"}, where="method.options")
     print(describe("method", "ift"))
 

@@ -85,6 +85,41 @@ def picard(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure
     return SolveResult(z, max_iter, values[-1], False)
 
 
+class _Stop:
+    """The stopping test of a solve that reads its residual on the host only every ``every``
+    evaluations (as picard's ``check_every``): the residual is computed on the device at every
+    evaluation, the first evaluation that met ``tol`` is kept there (``torch.where`` on a device
+    flag), so the iterate, count, residual and flag returned are bit for bit those of reading every
+    one; up to ``every - 1`` evaluations run past it (``SolveResult.evals``)."""
+
+    def __init__(self, tol: float, every: int, max_iter: int, who: str):
+        if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+            raise ValueError(f"{who} check_every={every!r} must be an integer >= 1")
+        self.tol, self.every, self.max_iter = tol, every, max_iter
+        self.start, self.res, self.kept, self.found = 1, [], None, None
+        self.last = float("nan")  # the last residual read on the host
+
+    def __call__(self, k: int, z: torch.Tensor, r: torch.Tensor) -> Optional[SolveResult]:
+        """Evaluation ``k`` gave ``z`` with residual ``r`` (0-dim): the result if the solve ends here."""
+        if self.every == 1:
+            self.last = float(r)
+            return SolveResult(z, k, self.last, True) if self.last <= self.tol else None
+        met = r.to(torch.float64) <= self.tol  # in float64, as the host compares float(r) with tol
+        if self.kept is None:
+            self.kept, self.found = z, met
+        else:
+            self.kept = torch.where(self.found, self.kept, z)
+            self.found = self.found | met
+        self.res.append(r)
+        if k % self.every == 0 or k == self.max_iter:
+            values = torch.stack(self.res).tolist()  # the only host read of the block
+            for i, v in enumerate(values):
+                if v <= self.tol:
+                    return SolveResult(self.kept, self.start + i, v, True, evals=k)
+            self.start, self.res, self.kept, self.found, self.last = k + 1, [], None, None, values[-1]
+        return None
+
+
 def _flat_views(z0: torch.Tensor):
     """``(flatten, unflatten)``: a batch as (B, d) rows in its memory order, and back.
 
@@ -109,6 +144,7 @@ def anderson(
     m: int = 5,
     lam: float = 1e-4,
     beta: float = 1.0,
+    check_every: int = 1,
 ) -> SolveResult:
     """Anderson acceleration (type II) with memory ``m``, one mixing per sample.
 
@@ -125,14 +161,20 @@ def anderson(
     memory, which may be orders of magnitude older, swamps the newest ones and slowed it down
     several-fold on the affine test of tests/test_solver_study.py). A sample whose system cannot be
     solved takes the plain step.
+
+    ``check_every=k`` reads the residual on the host every k evaluations, as picard's: the same
+    result bit for bit, up to k-1 extra evaluations (the iterates do not depend on when the host looks).
     """
     if m < 1:
         raise ValueError(f"anderson memory m={m} must be at least 1")
+    stop = _Stop(tol, check_every, max_iter, "anderson")
     flat, unflat = _flat_views(z0)
     f = g(z0)
-    res = float(measure(f, z0))
-    if res <= tol or max_iter == 1:
-        return SolveResult(f, 1, res, res <= tol)
+    hit = stop(1, f, measure(f, z0))
+    if hit is not None:
+        return hit
+    if max_iter == 1:
+        return SolveResult(f, 1, stop.last, False)
     x = flat(z0)
     bsz, d = x.shape
     slots = m + 1  # ring buffer of the last m+1 evaluations
@@ -168,10 +210,10 @@ def anderson(
             x = x_new if X is None else beta * x_new + (1 - beta) * (alpha @ X[:, :n])[:, 0]
         xz = unflat(x)
         f = g(xz)
-        res = float(measure(f, xz))
-        if res <= tol:
-            return SolveResult(f, k + 1, res, True)
-    return SolveResult(f, max_iter, res, False)
+        hit = stop(k + 1, f, measure(f, xz))
+        if hit is not None:
+            return hit
+    return SolveResult(f, max_iter, stop.last, False)
 
 
 def broyden(
@@ -283,7 +325,9 @@ SOLVERS: Dict[str, SolverSpec] = {
               Option("m", int, 5, "memory: past residual differences mixed", low=1),
               Option("lam", float, 1e-4, "regularisation of the least-squares system, relative to its scale", low=0),
               Option("beta", float, 1.0, "mixing: 1 takes the mixed g values, below 1 damps toward the mixed iterates",
-                     low=0, low_open=True)),
+                     low=0, low_open=True),
+              Option("check_every", int, 1, "the host reads the residual every k iterations (as picard's; same "
+                     "result, up to k-1 extra applications of g)", low=1)),
         _spec("broyden", broyden, "Broyden's method with one low-rank inverse Jacobian per sample",
               Option("m", int, None, "rank-one updates kept per sample (None: all, at most max_iter - 1); when "
                      "full, restart from H = -I", low=1, nullable=True)),
