@@ -103,7 +103,7 @@ def test_tables_logged_to_an_offline_wandb_run(smoke):
     from wandb_records import logged
 
     work, proc, _ = smoke
-    assert "W&B: 4 tables and 5 figures logged offline" in proc.stdout, proc.stdout[-3000:]
+    assert "W&B: 5 tables and 5 figures logged offline" in proc.stdout, proc.stdout[-3000:]
     files = list((work / "reproduced" / "smoke" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     run, _, history = logged(files[0])

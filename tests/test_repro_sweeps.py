@@ -37,8 +37,8 @@ def test_every_profile_has_its_diagnostics_runs():
     assert every == {"paper": 100, "quick": 25, "smoke": 2}
     for name, n in every.items():
         specs = sweeps.get_profile(name).specs()
-        assert specs[:19] == sweeps.all_specs() and len(specs) == 25
-        diag = specs[19:]
+        assert specs[:20] == sweeps.all_specs() and len(specs) == 26
+        diag = specs[20:]
         assert [s.label for s in diag] == ["jfb", "neumann-k1", "neumann-k2", "neumann-k5", "unrolled", "ift-cg"]
         assert {(s.dataset, s.diagnostics, s.tol) for s in diag} == {("mnist", n, None)}
         assert [s.latent_bn for s in diag] == [True, True, True, True, False, False]
@@ -62,13 +62,14 @@ def test_every_table_and_figure_spec_is_launched():
         needed += [*sweeps.table1_specs(ds).values(), *sweeps.table2_specs(ds).values(), *sweeps.table3_specs(ds).values()]
         needed += [c.spec for c in sweeps.fig5_curves(ds)]
     needed += [c.spec for c in sweeps.fig6_curves()]
+    needed += list(sweeps.cg_bn_specs().values())
     assert {tuple(sorted(s.overrides().items())) for s in needed} == launched
     # Table 1's and Table 2's JFB run is one run; so is Figure 5's (CIFAR-10, tol 1e-4)
     assert sweeps.table1_specs("cifar10")["jfb"] == sweeps.table2_specs("cifar10")["jfb"] == sweeps.fig5_curves("cifar10")[0].spec
     assert [c.spec for c in sweeps.fig5_curves("mnist")] == list(sweeps.table2_specs("mnist").values())[::-1]
     assert sweeps.fig6_curves()[0].spec == sweeps.table1_specs("mnist")["jfb"]
-    # 3 datasets x (jfb, explicit, ift, jfb without BN, unrolled) + 4 Neumann truncations
-    assert len(launched) == 19
+    # 3 datasets x (jfb, explicit, ift, jfb without BN, unrolled) + 4 Neumann truncations + IFT with latent BN
+    assert len(launched) == 20
 
 
 def test_specs_follow_the_paper():
@@ -121,9 +122,9 @@ def test_commands(tmp_path: Path):
     prof = sweeps.get_profile("smoke")
     cmds = commands(prof, (0, 1, 2), tmp_path / "runs", tmp_path / "data", sweeps.DATASETS, "joblib",
                     ["trainer.epochs=1", "device=cpu"])
-    assert len(cmds) == 8  # 5 multiruns of the tables and figures, 3 of the diagnostics runs (MNIST)
-    assert [any(a.startswith("diagnostics.every=") for a in c) for c in cmds] == [False] * 5 + [True] * 3
-    assert "diagnostics.every=2" in cmds[5] and "method=unrolled,ift" in cmds[7]
+    assert len(cmds) == 9  # 6 multiruns of the tables and figures, 3 of the diagnostics runs (MNIST)
+    assert [any(a.startswith("diagnostics.every=") for a in c) for c in cmds] == [False] * 6 + [True] * 3
+    assert "diagnostics.every=2" in cmds[6] and "method=unrolled,ift" in cmds[8]
     first = cmds[0]
     assert first[1:4] == ["-m", "jfb.train", "-m"]
     assert "seed=0,1,2" in first and "profile=smoke" in first
@@ -198,7 +199,7 @@ def test_dry_run_prints_commands_and_an_estimate_naming_its_source(tmp_path: Pat
     assert main(["--profile", "quick", "--data-dir", str(tmp_path / "data"), "--results-root", str(tmp_path / "res"),
                  "--bench-dir", str(BENCH), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "15 runs in 6 multiruns" in out and out.count("-m jfb.train -m") == 6  # 9 timed, 6 with diagnostics
+    assert "16 runs in 7 multiruns" in out and out.count("-m jfb.train -m") == 7  # 10 timed, 6 with diagnostics
     assert out.count("diagnostics.every=25") == 3
     assert "estimate caveat: gradient diagnostics: about 20 JFB training steps per check, not benchmarked" in out
     estimate = next(line for line in out.splitlines() if "time estimate" in line)

@@ -429,7 +429,7 @@ def test_tables_logged_to_wandb_offline(results: Path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     built = build("fixture", results)
     line = log_build(built, "fixture", (0, 1), results / "fixture")
-    assert line.startswith("W&B: 4 tables and 4 figures logged offline"), line
+    assert line.startswith("W&B: 5 tables and 4 figures logged offline"), line
     files = list((results / "fixture" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     run_rec, _, history = logged(files[0])
@@ -566,3 +566,34 @@ def test_paper_numbers_as_printed():
     assert len(paper_numbers.TABLE1) == 14 and len(paper_numbers.TABLE2) == 6
     assert [round(paper_numbers.table2_speedup(d), 2) for d in sweeps.DATASETS] == [1.61, 2.51, 3.62]
     assert paper_numbers.table2_row("cifar10", "jfb").acc.text == "93.67"
+
+
+def test_cg_with_and_without_latent_bn_reads_the_adjoint_statistics(tmp_path):
+    """The latent-BN CG table: CG iterations and missed share come from metrics.jsonl, a missing run is a word."""
+    import json
+
+    from jfb.repro.sweeps import cg_bn_specs
+    from jfb.repro.tables import Context, table_cg_bn
+    from jfb.repro.selection import load_records
+
+    runs = tmp_path / "runs"
+    rows = {"no_bn": [(1.0, 0.0), (1.0, 0.0)], "bn": [(40.0, 0.5), (50.0, 1.0)]}
+    for key, spec in cg_bn_specs().items():
+        d = runs / key
+        d.mkdir(parents=True)
+        summary = {"status": "completed", "dataset": "mnist", "method": "ift", "method_label": spec.label,
+                   "latent_bn": spec.latent_bn, "seed": 0, "tol": 0.1, "test_acc": 90.0, "capped_frac_max": 0.0,
+                   "epochs_completed": 2}
+        (d / "summary.json").write_text(json.dumps(summary))
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "bwd_iters_mean": it, "bwd_capped_frac": m})
+                                                 + "\n" for i, (it, m) in enumerate(rows[key])))
+        if key == "bn":
+            (d / "config.yaml").write_text("method:\n  options:\n    cg_scope: batch\n")
+    t = table_cg_bn(Context(load_records(runs), (0,), {}))
+    text = t.text_rows()
+    assert text[0][2:5] == ["1.0", "0 %", "0 %"] and text[1][2:5] == ["45.0", "75 %", "0 %"]
+    (runs / "bn" / "summary.json").unlink()
+    (runs / "bn" / "metrics.jsonl").unlink()
+    (runs / "bn" / "config.yaml").unlink()
+    t = table_cg_bn(Context(load_records(runs), (0,), {}))
+    assert t.text_rows()[1][2] == "missing"
