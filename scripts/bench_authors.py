@@ -3,7 +3,8 @@
 Usage::
 
     python scripts/bench_authors.py --authors-dir DIR [--data-dir D] [--batches 100] [--threads N]
-                                    [--authors-allocator default|retain] [--epoch] [--name NAME]
+                                    [--authors-allocator default|retain] [--epoch] [--epoch-interleaved]
+                                    [--preset fast/mnist] [--name NAME]
 
 DIR is a checkout of github.com/Typal-Research/jacobian_free_backprop (any copy whose
 ``Networks.py`` defines ``MNIST_FPN`` and whose ``BatchCG.py`` defines ``cg_batch``). This file holds
@@ -29,6 +30,19 @@ shuffled, num_workers 0); ours from the in-memory loader. Both at the authors' M
 fresh process: theirs as ``utils.train_class_net`` runs it at HEAD (every batch of the shuffled
 training set, then ``get_stats``: the test set at batch 400 through ``net(d, eps, max_depth)`` under
 ``no_grad`` in train mode, official-code.md 3.5), ours through ``python -m jfb.train``.
+
+``--epoch-interleaved`` times the same two epochs side by side instead: each side in its own worker,
+stepping through its whole epoch (every training batch, then every evaluation batch) one batch at a
+time, interleaved with the other's and alternating who goes first, so that a shared machine's busy
+spells fall on both; each side's epoch time is the sum of its own batches' times (data fetch
+included; one untimed warm-up step each on a copy, as ``jfb.train`` keeps its warm-up apart). Ours
+takes the training loop's steps (forward, loss, backward, update, contraction control with the
+run's step count, device-side loss sums) and its evaluation in eval mode.
+
+``--preset P`` builds our side from ``experiment=P`` (e.g. ``fast/mnist``: its solver, solver options
+and probe schedule; the JFB step from ``method=jfb``, the Jacobian-based step from ``method=ift``) and
+runs our epoch under it; without it our side is the paper step of :mod:`jfb.bench.paper_step` and
+``experiment=paper/mnist``.
 """
 from __future__ import annotations
 
@@ -171,6 +185,54 @@ def authors_epoch(a) -> dict:
 
 
 # --------------------------------------------------------------------------- our side
+def preset_config(preset: str, method: str, data_dir: str) -> dict:
+    """The resolved config ``python -m jfb.train experiment=<preset> method=<method>`` trains on this CPU."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from jfb.train import CONFIG_DIR  # registers the resolvers
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={preset}", f"method={method}", "device=cpu",
+                                          f"paths.data_dir={data_dir}", "logger=none"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def preset_model(preset: str, method: str, data_dir: str):
+    """(model, optimizer) of ``experiment=<preset> method=<method>`` as ``jfb.train`` builds them (seeded
+    with the config's seed)."""
+    import torch
+
+    from jfb.training.build import build_network
+    from jfb.training.optimizers import make_optimizer
+    from jfb.training.validate import validate
+
+    cfg = preset_config(preset, method, data_dir)
+    validate(cfg)
+    torch.manual_seed(cfg["seed"])
+    model = build_network(cfg, torch.device("cpu")).train()
+    return model, make_optimizer(model.parameters(), cfg["optimizer"])
+
+
+def our_train_step(model, opt, x, y, step: int, meter=None, watch=None):
+    """One training step as jfb.training.loop takes it (the probe schedule follows ``step``)."""
+    import torch.nn.functional as F
+
+    opt.zero_grad(set_to_none=True)
+    logits, stats = model(x)
+    loss = F.cross_entropy(logits, y)
+    if watch is not None:
+        watch.add(loss, step + 1)
+    loss.backward()
+    opt.step()
+    info = model.after_step(step=step)
+    if meter is not None:
+        meter.add_info(info)
+        meter.add_batch(loss, logits, y)
+        meter.add_stats(stats, y.shape[0])
+    return stats
+
+
 class Ours:
     def __init__(self, a):
         import torch
@@ -178,8 +240,13 @@ class Ours:
         from jfb.bench import paper_step
         from jfb.data import build_loaders
 
-        self.paper_step, self.dev = paper_step, torch.device("cpu")
-        self.models = {"jfb": paper_step.make("jfb", self.dev, 0), "cg": paper_step.make("ift-cg", self.dev, 0)}
+        self.dev = torch.device("cpu")
+        if a.preset:
+            self.models = {"jfb": preset_model(a.preset, "jfb", a.data_dir),
+                           "cg": preset_model(a.preset, "ift", a.data_dir)}
+        else:
+            self.models = {"jfb": paper_step.make("jfb", self.dev, 0), "cg": paper_step.make("ift-cg", self.dev, 0)}
+        self.steps = {k: 0 for k in self.models}
         train, _ = build_loaders("mnist", data_dir=a.data_dir, batch_size=100, device=self.dev, seed=0)
         train.set_epoch(1)
         self.data = {k: iter(train) for k in self.models}
@@ -187,14 +254,188 @@ class Ours:
     def step(self, kind):
         x, y = next(self.data[kind])
         m, o = self.models[kind]
-        st = self.paper_step.train_step(m, o, x, y, self.dev, {k: [] for k in ("forward", "backward", "update")})
+        st = our_train_step(m, o, x, y, self.steps[kind])
+        self.steps[kind] += 1
         return st.fwd_iters, st.bwd_iters
 
 
 def our_epoch(a) -> dict:
     from jfb.bench import epoch
 
-    return epoch.run(a.data_dir, device="cpu", threads=a.threads, log=lambda s: None)
+    return epoch.run(a.data_dir, device="cpu", threads=a.threads, log=lambda s: None,
+                     experiment=a.preset or "paper/mnist")
+
+
+# -------------------------------------------------------------- one epoch each, interleaved batch by batch
+def copy_for_warmup(net, opt):
+    """A copy of the network and a fresh optimizer like ``opt`` over it, for an untimed warm-up step."""
+    import copy
+
+    n = copy.deepcopy(net)
+    return n, type(opt)(n.parameters(), **opt.defaults)
+
+
+class AuthorsEpoch:
+    """Their ``train_class_net`` epoch and ``get_stats`` evaluation at HEAD, one batch per call."""
+
+    def __init__(self, a):
+        import torch
+
+        torch.manual_seed(0)
+        self.net = authors_net(a, "FPN")
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, weight_decay=WD)
+        self.net.train()
+        d, labels = next(iter(authors_loader(a.data_dir, 100)))
+        authors_jfb_step(*copy_for_warmup(self.net, self.opt), d, labels)  # untimed, on a copy
+        self.train = iter(authors_loader(a.data_dir, 100))
+        self.test_loader = authors_loader(a.data_dir, 400, train=False)
+        self.test = iter(self.test_loader)
+        self.depth_ave, self.train_acc, self.correct = 0.0, 0.0, 0
+
+    def train_batch(self):
+        batch = next(self.train, None)
+        if batch is None:
+            return None
+        d, labels = batch
+        _, _, y = authors_jfb_step(self.net, self.opt, d, labels)
+        self.depth_ave = 0.99 * self.depth_ave + 0.01 * self.net.depth
+        self.train_acc = 0.99 * self.train_acc + (y.argmax(dim=1) == labels).sum().item() / d.shape[0]
+        return self.net.depth
+
+    def eval_batch(self):
+        import torch
+
+        batch = next(self.test, None)
+        if batch is None:
+            return None
+        d, labels = batch
+        with torch.no_grad():  # HEAD: no net.eval() (official-code.md 3.5)
+            y = self.net(d, eps=EPS, max_depth=MAX_DEPTH)
+            self.correct += (y.argmax(dim=1) == labels).sum().item()
+        return self.net.depth
+
+    def result(self):
+        return {"test_acc_train_mode": 100.0 * self.correct / len(self.test_loader.dataset)}
+
+
+class OursEpoch:
+    """Our epoch under the preset, one batch per call: the training loop's steps, then evaluation in eval mode."""
+
+    def __init__(self, a, preset: str):
+        import torch
+
+        from jfb.data import build_loaders
+        from jfb.training.meters import EpochMeter, NonFiniteWatch
+
+        cfg = preset_config(preset, "jfb", a.data_dir)
+        self.model, self.opt = preset_model(preset, "jfb", a.data_dir)
+        dev = torch.device("cpu")
+        train, test = build_loaders("mnist", data_dir=a.data_dir, batch_size=cfg["trainer"]["batch_size"],
+                                    test_batch_size=cfg["trainer"]["test_batch_size"], device=dev, seed=cfg["seed"])
+        train.set_epoch(1)
+        x, y = next(iter(test))
+        our_train_step(*copy_for_warmup(self.model, self.opt), x[:100], y[:100], 0)  # untimed (Trainer.warmup)
+        self.train, self.test = iter(train), iter(test)
+        self.meter, self.watch, self.eval_meter = EpochMeter(dev), NonFiniteWatch(dev), EpochMeter(dev)
+        self.step_count = 0
+
+    def train_batch(self):
+        batch = next(self.train, None)
+        if batch is None:
+            return None
+        st = our_train_step(self.model, self.opt, *batch, self.step_count, self.meter, self.watch)
+        self.step_count += 1
+        return st.fwd_iters
+
+    def eval_batch(self):
+        import torch
+        import torch.nn.functional as F
+
+        batch = next(self.test, None)
+        if batch is None:
+            return None
+        x, y = batch
+        self.model.eval()
+        with torch.no_grad():
+            logits, st = self.model(x)
+            self.eval_meter.add_batch(F.cross_entropy(logits, y), logits, y)
+        self.model.train()
+        return st.fwd_iters
+
+    def result(self):
+        bad = self.watch.first()
+        if bad is not None:
+            raise RuntimeError(f"non-finite training loss at batch {bad[0]}")
+        return {"test_acc": self.eval_meter.result("test")["test_acc"],
+                "train_acc": self.meter.result("train")["train_acc"]}
+
+
+# our sides of the interleaved epochs: ours under --preset, and the paper preset beside it when that differs
+EPOCH_SIDES = {"ours": lambda a: a.preset or "paper/mnist", "ours-paper": lambda a: "paper/mnist"}
+
+
+def interleaved_epoch_worker(side: str, a, conn) -> None:
+    allocator = _setup("authors" if side == "authors" else "ours", a)
+    impl = AuthorsEpoch(a) if side == "authors" else OursEpoch(a, EPOCH_SIDES[side](a))
+    conn.send(("ready", allocator))
+    while True:
+        msg = conn.recv()
+        if msg == "stop":
+            break
+        if msg == "result":
+            conn.send(impl.result())
+            continue
+        t0 = time.perf_counter()
+        depth = impl.train_batch() if msg == "train" else impl.eval_batch()
+        conn.send((1000 * (time.perf_counter() - t0), depth))
+    conn.close()
+
+
+def interleaved_epochs(ctx, a) -> dict:
+    """One JFB epoch with evaluation for each side, interleaved batch by batch (see the module docstring)."""
+    from jfb.bench.timing import spread
+
+    sides = ["authors", "ours"] + (["ours-paper"] if EPOCH_SIDES["ours"](a) != "paper/mnist" else [])
+    workers = {side: _start(ctx, interleaved_epoch_worker, side, a) for side in sides}
+    alloc = {side: conn.recv()[1] for side, (_, conn) in workers.items()}
+    rec = {side: {"train": [], "eval": [], "train_depth": [], "eval_depth": []} for side in workers}
+    for phase in ("train", "eval"):
+        live, b = set(workers), 0
+        while live:
+            for side in (sides if b % 2 == 0 else sides[::-1]):
+                if side not in live:
+                    continue
+                conn = workers[side][1]
+                conn.send(phase)
+                ms, depth = conn.recv()
+                if depth is None:
+                    live.discard(side)
+                    continue
+                rec[side][phase].append(ms)
+                rec[side][f"{phase}_depth"].append(depth)
+            b += 1
+            if phase == "train" and b % 100 == 0:
+                print(f"interleaved epoch: {b} training batches; authors {sum(rec['authors']['train']) / 1000:.1f} s, "
+                      f"ours {sum(rec['ours']['train']) / 1000:.1f} s", flush=True)
+    out = {}
+    for side, (proc, conn) in workers.items():
+        conn.send("result")
+        res = conn.recv()
+        conn.send("stop")
+        proc.join()
+        r = rec[side]
+        out[side] = dict(res, train_s=sum(r["train"]) / 1000, eval_s=sum(r["eval"]) / 1000,
+                         epoch_with_eval_s=(sum(r["train"]) + sum(r["eval"])) / 1000, train_batches=len(r["train"]),
+                         eval_batches=len(r["eval"]), fwd_iters_mean=statistics.mean(r["train_depth"]),
+                         eval_fwd_iters_mean=statistics.mean(r["eval_depth"]), host_allocator=alloc[side])
+    out["train_step_ratio"] = spread(x / y for x, y in zip(rec["authors"]["train"], rec["ours"]["train"]))
+    out["first_100_step_ratio"] = spread(x / y for x, y in zip(rec["authors"]["train"][:100], rec["ours"]["train"][:100]))
+    out["speedup"] = out["authors"]["epoch_with_eval_s"] / out["ours"]["epoch_with_eval_s"]
+    if "ours-paper" in out:
+        out["speedup_paper_preset"] = out["authors"]["epoch_with_eval_s"] / out["ours-paper"]["epoch_with_eval_s"]
+        out["first_100_step_ratio_paper_preset"] = spread(
+            x / y for x, y in zip(rec["authors"]["train"][:100], rec["ours-paper"]["train"][:100]))
+    return out
 
 
 # --------------------------------------------------------------------------- workers and driver
@@ -252,6 +493,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--authors-allocator", choices=("default", "retain"), default="default")
     p.add_argument("--epoch", action="store_true", help="also one full JFB epoch with evaluation each")
+    p.add_argument("--epoch-interleaved", action="store_true",
+                   help="also one full JFB epoch with evaluation each, interleaved batch by batch")
+    p.add_argument("--preset", default=None, help="our side under experiment=PRESET (e.g. fast/mnist)")
     p.add_argument("--out", default=str(ROOT / "results" / "bench"))
     p.add_argument("--name", default="authors-side-by-side")
     a = p.parse_args(argv)
@@ -284,7 +528,8 @@ def main(argv=None):
     for proc, conn in workers.values():
         conn.send("stop")
         proc.join()
-    res = {"hardware": hw0, "host_allocator": allocators, "batches": a.batches,
+    res = {"hardware": hw0, "host_allocator": allocators, "batches": a.batches, "preset": a.preset or "paper/mnist",
+           "command": "python scripts/bench_authors.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "settings": dict(eps=EPS, max_depth=MAX_DEPTH, gamma=GAMMA, lr=LR, weight_decay=WD, batch=100),
            "steps": {k: {"ms": spread(v["ms"]), "mean_ms": statistics.mean(v["ms"]),
                          "fwd_iters_mean": statistics.mean(float(x) for x in v["fwd"]),
@@ -305,6 +550,9 @@ def main(argv=None):
             proc.join()
         e = res["epoch"]
         res["epoch"]["speedup"] = e["authors"]["epoch_with_eval_s"] / e["ours"]["epoch_with_eval_s"]
+    if a.epoch_interleaved:
+        print("interleaved epochs ...", flush=True)
+        res["epoch_interleaved"] = interleaved_epochs(ctx, a)
     res["load_average_end"] = list(os.getloadavg())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,7 +560,8 @@ def main(argv=None):
     L = [f"# Side by side with the authors' code: {hw0['device_name']}", "",
          f"torch threads {hw0['torch_threads']}, load average start {hw0.get('load_average')}, end "
          f"{res['load_average_end']}; versions {hw0['versions']}; commit {hw0['commit']}; {hw0['date']}. Real MNIST, "
-         f"first {a.batches} batches, settings {res['settings']}. Each implementation in its own process (host "
+         f"first {a.batches} batches, settings {res['settings']}; our side under `experiment={res['preset']}`. "
+         f"Command: `{res['command']}`. Each implementation in its own process (host "
          f"allocator: authors {allocators['authors']}, ours {allocators['ours']}); steps interleaved batch by batch, "
          "each timed with its data fetch.", "",
          "| step | ms per batch, median [q1, q3] | mean ms | fwd iters | CG iters |", "|---|---|---:|---:|---:|"]
@@ -332,6 +581,30 @@ def main(argv=None):
               f"| ours | {eo['train_s']:.1f} | {eo['eval_s']:.1f} | {eo['epoch_with_eval_s']:.1f} | "
               f"{eo['test_acc']:.2f}% (eval mode) |", "",
               f"Epoch speed-up, authors over ours: {res['epoch']['speedup']:.2f}x."]
+    if a.epoch_interleaved:
+        e = res["epoch_interleaved"]
+        ea, eo, r = e["authors"], e["ours"], e["train_step_ratio"]
+        L += ["", "One full JFB epoch with evaluation each, interleaved batch by batch (each side's time is the sum of "
+              "its own batches):", "",
+              "| | train s | eval s | epoch with eval s | fwd iters (train) | fwd iters (eval) | test acc |",
+              "|---|---:|---:|---:|---:|---:|---:|",
+              f"| authors | {ea['train_s']:.1f} | {ea['eval_s']:.1f} | {ea['epoch_with_eval_s']:.1f} | "
+              f"{ea['fwd_iters_mean']:.1f} | {ea['eval_fwd_iters_mean']:.1f} | {ea['test_acc_train_mode']:.2f}% "
+              "(train mode, as their get_stats) |",
+              f"| ours ({res['preset']}) | {eo['train_s']:.1f} | {eo['eval_s']:.1f} | {eo['epoch_with_eval_s']:.1f} | "
+              f"{eo['fwd_iters_mean']:.1f} | {eo['eval_fwd_iters_mean']:.1f} | {eo['test_acc']:.2f}% (eval mode) |"]
+        if "ours-paper" in e:
+            ep = e["ours-paper"]
+            L.append(f"| ours (paper/mnist) | {ep['train_s']:.1f} | {ep['eval_s']:.1f} | {ep['epoch_with_eval_s']:.1f} | "
+                     f"{ep['fwd_iters_mean']:.1f} | {ep['eval_fwd_iters_mean']:.1f} | {ep['test_acc']:.2f}% (eval mode) |")
+        f100 = e["first_100_step_ratio"]
+        L += ["", f"Epoch speed-up, authors over ours ({res['preset']}): {e['speedup']:.2f}x; training steps paired per "
+              f"batch {r['median']:.2f}x [{r['q1']:.2f}, {r['q3']:.2f}], first 100 batches {f100['median']:.2f}x "
+              f"[{f100['q1']:.2f}, {f100['q3']:.2f}]."]
+        if "ours-paper" in e:
+            fp = e["first_100_step_ratio_paper_preset"]
+            L.append(f"Under the paper preset in the same run: epoch {e['speedup_paper_preset']:.2f}x, first 100 batches "
+                     f"{fp['median']:.2f}x [{fp['q1']:.2f}, {fp['q3']:.2f}].")
     (out / f"{a.name}.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
     return res

@@ -115,3 +115,108 @@ def test_anderson_check_every_gives_the_plain_result_bit_for_bit(dtype):
                 assert got.evals == max_iter
     with pytest.raises(ValueError, match="check_every"):
         anderson(f, z0, 0.1, 5, measure, check_every=0)
+
+
+# ------------------------------------------------------------------------------ the fast presets
+
+FAST = ("mnist", "svhn", "cifar10")
+
+
+@pytest.mark.parametrize("dataset", FAST)
+@pytest.mark.parametrize("method", ["jfb", "ift", "neumann", "explicit"])
+def test_fast_presets_compose_validate_and_keep_the_papers_tolerance_and_rule(dataset, method):
+    from cli import compose
+
+    from jfb import fast
+    from jfb.training.validate import validate
+
+    cfg = compose(f"experiment=fast/{dataset}", f"method={method}")
+    ref = compose(f"experiment=paper/{dataset}", f"method={method}")
+    validate(cfg)
+    assert cfg["experiment_name"] == f"fast-{dataset}"
+    for k in ("tol", "max_iter", "stop", "residual"):  # the same fixed-point tolerance and stopping rule
+        assert cfg["solver"][k] == ref["solver"][k], k
+    for node in ("dataset", "optimizer", "trainer", "method"):  # everything else is the paper preset's
+        assert cfg[node] == ref[node], node
+    assert {k: v for k, v in cfg["model"].items() if k != "contraction_every"} == ref["model"]
+    assert cfg["solver"]["name"] == fast.value(dataset, "solver")
+    assert cfg["solver"]["options"] == fast.solver_options(dataset, cfg["device"])
+    assert cfg["model"]["contraction_every"] == fast.value(dataset, "contraction_every")
+    assert cfg["run_name"] != ref["run_name"]
+
+
+@pytest.mark.parametrize("dataset", FAST)
+def test_fast_preset_files_list_their_deviations_and_check_every_per_device(dataset):
+    from cli import compose
+
+    from jfb import fast
+
+    mod = fast.DATASETS[dataset]
+    assert mod.DEVIATIONS and all(isinstance(d, str) and d for d in mod.DEVIATIONS)
+    assert set(mod.CHECK_EVERY) == {"cpu", "cuda"} and mod.CHECK_EVERY["cpu"] == 1  # a CPU gains nothing from it
+    for device in ("cpu", "cuda"):
+        cfg = compose(f"experiment=fast/{dataset}", f"device={device}")
+        assert cfg["solver"]["options"]["check_every"] == mod.CHECK_EVERY[device]
+    with pytest.raises(KeyError, match="no fast preset"):
+        fast.value("imagenet", "solver")
+
+
+def test_fast_preset_trains_through_the_entry_point(tmp_path):
+    from cli import ok, records, run_dirs
+    from warm_cli import train
+
+    ok(train("experiment=fast/mnist", "trainer.epochs=1", "trainer.max_batches=3", root=tmp_path))
+    summary, m = records(run_dirs(tmp_path)[0])
+    assert summary["status"] == "completed" and m[0]["capped_frac"] == 0.0 and m[0]["fwd_iters_mean"] >= 1
+
+
+# ------------------------------------------------------------------------------ the benchmarks
+
+def test_solver_study_quick_run_writes_its_parts(tmp_path, monkeypatch):
+    from jfb.bench import solver_study as ss
+
+    tiny = {"mnist": dict(steps=2, checkpoints=(0, 1), reps=1, eval=True, step_batches=2)}
+    monkeypatch.setattr(ss, "QUICK", tiny)
+    monkeypatch.setattr(ss, "candidates", lambda check_every=(): {
+        "picard": ("picard", {}), "anderson-m2-b1": ("anderson", {"m": 2, "beta": 1.0}), "broyden": ("broyden", {})})
+    res = ss.main(["--quick", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"), "--threads", "1",
+                   "--clock", "cpu", "--out", str(tmp_path), "--name", "t"])
+    sol = res["solves"]["mnist"]
+    assert sol["source"] == "synthetic" and sol["best"] in ("picard", "anderson-m2-b1", "broyden")
+    assert {r["kind"] for r in sol["rows"]} == {"train", "eval"} and len(sol["rows"]) == 2 * 2 * 3
+    assert all(r["converged"] and r["iters"] >= 1 for r in sol["rows"])
+    steps = res["steps"]["mnist"]["variants"]
+    assert "paper" in steps and "picard-probe10" in steps and steps["paper"]["probe_every"] == 1
+    assert all(v["step_ms"]["n"] == 2 for v in steps.values())
+    md = (tmp_path / "t.md").read_text()
+    assert "## Solves: mnist" in md and "## Training steps: mnist" in md and "CPU time" in md
+    again = ss.main(["--quick", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"), "--threads", "1",
+                     "--parts", "solves", "--out", str(tmp_path), "--name", "t"])
+    assert "steps" in again  # parts run separately merge into one file
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_bench_authors_under_a_preset_with_interleaved_epochs(tmp_path, monkeypatch):
+    import types
+
+    from fakedata import write_mnist
+    from test_bench_authors import BATCH_CG, NETWORKS, load_script
+    from warm_cli import _ctx as warm_forkserver
+
+    authors = tmp_path / "authors"
+    authors.mkdir()
+    (authors / "Networks.py").write_text(NETWORKS)
+    (authors / "BatchCG.py").write_text(BATCH_CG)
+    data = tmp_path / "data"
+    write_mnist(data, n_train=600, n_test=800)
+    bench = load_script(monkeypatch)
+    monkeypatch.setattr(bench, "mp", types.SimpleNamespace(get_context=lambda method: warm_forkserver))
+    res = bench.main(["--authors-dir", str(authors), "--data-dir", str(data), "--batches", "2", "--threads", "1",
+                      "--preset", "fast/mnist", "--epoch-interleaved", "--out", str(tmp_path), "--name", "t"])
+    assert res["preset"] == "fast/mnist"
+    e = res["epoch_interleaved"]
+    for side in ("authors", "ours"):
+        assert e[side]["train_batches"] == 6 and e[side]["eval_batches"] == 2 and e[side]["epoch_with_eval_s"] > 0
+    assert e["speedup"] > 0 and e["train_step_ratio"]["n"] == 6
+    md = (tmp_path / "t.md").read_text()
+    assert "experiment=fast/mnist" in md and "interleaved batch by batch" in md

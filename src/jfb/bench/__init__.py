@@ -9,7 +9,10 @@
   training steps (JFB and the Jacobian-based CG step with the authors' rules), with the step's floor;
 * :mod:`~jfb.bench.adjoint_accuracy`: the IFT adjoint solvers (CG, fixed point, Anderson) timed at equal true
   adjoint residual;
-* :mod:`~jfb.bench.epoch` (``--epoch``): one full JFB epoch on real MNIST with evaluation.
+* :mod:`~jfb.bench.epoch` (``--epoch``): one full JFB epoch on real MNIST with evaluation;
+* :mod:`~jfb.bench.solver_study` (``--solvers``, or ``python -m jfb.bench.solver_study``): which forward
+  solver reaches each paper preset's tolerance fastest in JFB training (iterations, solve and step
+  times, accuracy over seeds), into ``results/bench/solver-study-<device>.md``.
 
 Measurement follows DESIGN.md ("Measure like airbench"): the device is synchronised before each
 clock read, warm-up is left out, variants are interleaved within each repeat so that a shared,

@@ -31,6 +31,9 @@ def parse(argv=None):
     p.add_argument("--synthetic", action="store_true", help="paper step on synthetic MNIST-shaped data")
     p.add_argument("--epoch", action="store_true", help="also time one full JFB epoch on real MNIST (+eval)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: depth,paper,adjoint")
+    p.add_argument("--solvers", action="store_true",
+                   help="also the solver study (jfb.bench.solver_study: its solves and steps parts, into "
+                        "solver-study-<device>.md/.json); e.g. --skip depth,paper,adjoint --solvers")
     p.add_argument("--out", default="results/bench")
     p.add_argument("--name", default=None, help="output file stem (default: cpu, or gpu-<card>)")
     return p.parse_args(argv)
@@ -73,6 +76,11 @@ def main(argv=None) -> dict:
         res["load_average_end"] = list(os.getloadavg())
     except OSError:
         pass
+    if a.solvers:
+        from . import solver_study
+
+        study = ["--device", a.device, "--data-dir", a.data_dir, "--out", a.out] + (["--quick"] if a.quick else [])
+        solver_study.main(study + (["--threads", str(a.threads)] if a.threads else []))
     name = a.name or ("gpu-" + re.sub(r"[^A-Za-z0-9]+", "-", res["hardware"]["device_name"]).strip("-").lower()
                       if gpu else "cpu") + ("-quick" if a.quick and not a.name else "")
     j, m = report.write(res, Path(a.out), name)

@@ -1,4 +1,5 @@
-"""One full JFB epoch on real MNIST with evaluation, through the real entry point (``jfb.train``)."""
+"""One full JFB epoch on real MNIST with evaluation, through the real entry point (``jfb.train``), under
+the paper preset or another (``experiment``, e.g. ``fast/mnist``)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +13,10 @@ from ..training.atomic import read_metrics
 from ..training.summary import read_summary
 
 
-def run(data_dir: str, device: str = "cpu", threads: int | None = None, log=print) -> dict:
+def run(data_dir: str, device: str = "cpu", threads: int | None = None, log=print,
+        experiment: str = "paper/mnist") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "jfb.train", "experiment=paper/mnist", "method=jfb", f"paths.data_dir={data_dir}",
+        cmd = [sys.executable, "-m", "jfb.train", f"experiment={experiment}", "method=jfb", f"paths.data_dir={data_dir}",
                "logger=none", "trainer.epochs=1", f"paths.output_root={tmp}", "trainer.progress=false",
                "trainer.checkpoint=false", f"device={device}"]
         env = None

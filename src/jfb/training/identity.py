@@ -84,11 +84,13 @@ def _resolve_hash(*, _root_) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${jfb.run_hash:}`` and ``${jfb.paper:...}`` (idempotent)."""
+    """Register ``${jfb.run_hash:}``, ``${jfb.paper:...}`` and ``${jfb.fast:...}`` (idempotent)."""
     from omegaconf import OmegaConf
 
+    from ..fast import register_resolver as register_fast
     from ..paper import register_resolver
 
     register_resolver()
+    register_fast()
     if not OmegaConf.has_resolver("jfb.run_hash"):
         OmegaConf.register_new_resolver("jfb.run_hash", _resolve_hash)
