@@ -448,7 +448,20 @@ def _setup(side: str, a) -> str:
         torch.set_num_threads(a.threads)
     if side == "ours" or a.authors_allocator == "retain":
         retain_host_memory()
+    if side == "authors":
+        numpy_shim()
     return host_allocator()
+
+
+SHIMS = "numpy.Inf aliased to numpy.inf where NumPy has none (removed in NumPy 2; their forward uses it)"
+
+
+def numpy_shim() -> None:
+    """Their ``forward_implicit`` starts from ``np.Inf``, which NumPy 2 removed: alias it (recorded as SHIMS)."""
+    import numpy
+
+    if not hasattr(numpy, "Inf"):
+        numpy.Inf = numpy.inf
 
 
 def worker(side: str, a, conn) -> None:
@@ -529,6 +542,7 @@ def main(argv=None):
         conn.send("stop")
         proc.join()
     res = {"hardware": hw0, "host_allocator": allocators, "batches": a.batches, "preset": a.preset or "paper/mnist",
+           "shims": SHIMS,
            "command": "python scripts/bench_authors.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "settings": dict(eps=EPS, max_depth=MAX_DEPTH, gamma=GAMMA, lr=LR, weight_decay=WD, batch=100),
            "steps": {k: {"ms": spread(v["ms"]), "mean_ms": statistics.mean(v["ms"]),
@@ -561,7 +575,7 @@ def main(argv=None):
          f"torch threads {hw0['torch_threads']}, load average start {hw0.get('load_average')}, end "
          f"{res['load_average_end']}; versions {hw0['versions']}; commit {hw0['commit']}; {hw0['date']}. Real MNIST, "
          f"first {a.batches} batches, settings {res['settings']}; our side under `experiment={res['preset']}`. "
-         f"Command: `{res['command']}`. Each implementation in its own process (host "
+         f"Command: `{res['command']}`. Shim: {SHIMS}. Each implementation in its own process (host "
          f"allocator: authors {allocators['authors']}, ours {allocators['ours']}); steps interleaved batch by batch, "
          "each timed with its data fetch.", "",
          "| step | ms per batch, median [q1, q3] | mean ms | fwd iters | CG iters |", "|---|---|---:|---:|---:|"]

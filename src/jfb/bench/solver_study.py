@@ -288,9 +288,11 @@ def step_variants(best: str, cands: Dict[str, tuple], probe_every: int) -> Dict[
 
 
 def run_accuracy(data_dir: str, configs: Dict[str, List[str]], seeds: Sequence[int], epochs: int, val_size: int,
-                 runs_dir: Path, device: str, log=print) -> dict:
-    """Real-MNIST runs through the entry point; per config and seed, every epoch's row."""
-    out = {"epochs": epochs, "seeds": list(seeds), "val_size": val_size, "configs": {}}
+                 runs_dir: Path, device: str, threads: Optional[int] = None, log=print) -> dict:
+    """Real-MNIST runs through the entry point; per config and seed, every epoch's row. ``threads``: the
+    runs' intra-op threads (OMP_NUM_THREADS), their default otherwise."""
+    out = {"epochs": epochs, "seeds": list(seeds), "val_size": val_size, "threads": threads, "configs": {}}
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
     for name, overrides in configs.items():
         out["configs"][name] = {"overrides": overrides, "runs": {}}
         for seed in seeds:
@@ -299,7 +301,7 @@ def run_accuracy(data_dir: str, configs: Dict[str, List[str]], seeds: Sequence[i
                    "logger=none", "trainer.progress=false", f"device={device}"]
             log(f"  accuracy {name} seed {seed}: {' '.join(cmd[2:])}")
             t0 = time.perf_counter()
-            p = subprocess.run(cmd, capture_output=True, text=True)
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode != 0:
                 raise RuntimeError(f"{name} seed {seed} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
             run_dir = _run_dir(p.stdout + p.stderr, runs_dir)
@@ -525,7 +527,7 @@ def main(argv=None) -> dict:
             key, _, ov = item.partition("=")
             configs[key.strip()] = ov.split()
         res["accuracy"] = run_accuracy(data_dir, configs, [int(s) for s in a.seeds.split(",")], a.epochs, a.val_size,
-                                       Path(a.runs_dir), a.device)
+                                       Path(a.runs_dir), a.device, a.threads)
         res["accuracy"]["comparison"] = compare(res["accuracy"])
         res["accuracy"]["run"] = run_id
     run["wall_s"] = res["wall_s"] = time.perf_counter() - t0
