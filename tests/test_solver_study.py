@@ -220,3 +220,18 @@ def test_bench_authors_under_a_preset_with_interleaved_epochs(tmp_path, monkeypa
     assert e["speedup"] > 0 and e["train_step_ratio"]["n"] == 6
     md = (tmp_path / "t.md").read_text()
     assert "experiment=fast/mnist" in md and "interleaved batch by batch" in md
+
+
+@pytest.mark.filterwarnings("ignore:epoch 1")  # TINY caps the solve at 2 iterations
+@pytest.mark.parametrize("dataset", FAST)
+def test_every_key_of_a_fast_preset_is_read_by_the_training_code(dataset, tmp_path, one_thread):
+    """As tests/test_config_keys.py does for the paper presets: the keys a fast preset sets (the solver's
+    options, the probe's schedule) are read when it trains."""
+    from cli import compose
+    from test_config_keys import CONDITIONAL, INFORMATIONAL, TINY, leaves, reads_of_training_only, train_and_record
+
+    cfg, seen = compose(f"experiment=fast/{dataset}", "method=jfb", *TINY), set()
+    with reads_of_training_only():
+        train_and_record(cfg, tmp_path, seen)
+    assert not leaves(cfg) - seen - set(INFORMATIONAL) - set(CONDITIONAL)
+    assert {"model.contraction_every", "solver.options.m", "solver.options.check_every"} <= seen
