@@ -235,3 +235,12 @@ def test_every_key_of_a_fast_preset_is_read_by_the_training_code(dataset, tmp_pa
         train_and_record(cfg, tmp_path, seen)
     assert not leaves(cfg) - seen - set(INFORMATIONAL) - set(CONDITIONAL)
     assert {"model.contraction_every", "solver.options.m", "solver.options.check_every"} <= seen
+
+
+def test_fast_preset_refuses_unrolled_with_a_pointer():
+    from cli import compose
+
+    from jfb.training.validate import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="use solver='picard'"):
+        validate(compose("experiment=fast/mnist", "method=unrolled"))
