@@ -111,11 +111,10 @@ def authors_cg_step(net, opt, d, labels, cg_batch):
     rhs = torch.autograd.grad(w_JT, w, w, retain_graph=True, create_graph=True)[0]
     rhs = rhs.detach().view(d.shape[0], -1).unsqueeze(2)
 
-    def matvec(v):
+    def matvec(v):  # J J^T v with J = I - dR/du, in two autograd passes, as their utils.v_JJT_matvec
         v = v.squeeze(2).view(Ru.shape).detach().requires_grad_()
-        v_AT = torch.autograd.grad(Ru, u, v, retain_graph=True, create_graph=True)[0]
-        v_J = v - torch.autograd.grad(v_AT, v, v, retain_graph=True, create_graph=True)[0]
-        out = torch.autograd.grad(v_J, v, v_J, retain_graph=True, create_graph=True)[0]
+        v_J = v - torch.autograd.grad(Ru, u, v, retain_graph=True, create_graph=True)[0]  # J^T v
+        out = torch.autograd.grad(v_J, v, v_J, retain_graph=True, create_graph=True)[0]  # J (J^T v)
         return out.detach().view(Ru.shape[0], -1).unsqueeze(2)
 
     x, info = cg_batch(matvec, rhs, M_bmm=None, X0=None, rtol=0, atol=EPS, maxiter=MAX_DEPTH)
