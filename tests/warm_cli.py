@@ -3,7 +3,7 @@
 `python -m jfb.train` spends most of a tiny test run importing torch, torchvision, Hydra and W&B
 (about 5-8 s of CPU on a CI runner). The fault and bad-input tests start dozens of runs, so they
 fork each one from a multiprocessing forkserver that has imported `jfb.train` once: every child is
-a separate process with its own pid, argv, environment, stdout/stderr files and exit status, runs
+a separate process with its own pid, argv, environment, umask, stdout/stderr files and exit status, runs
 `jfb.train.main()` (Hydra, validation, training, records) exactly as the console script does, and
 can be killed with SIGKILL. Nothing is imported or computed in the server beyond the imports, so
 no thread or RNG state leaks into the children.
@@ -30,9 +30,10 @@ _ctx = mp.get_context("forkserver")
 _ctx.set_forkserver_preload(["jfb.train", "jfb.training", "jfb.models", "jfb.data", "wandb"])
 
 
-def _child(argv: list, env: dict, drop_env: list, out_path: str, err_path: str) -> None:
-    """Runs in the forked child: the console script's `main()` with this argv, env and output files."""
+def _child(argv: list, env: dict, drop_env: list, out_path: str, err_path: str, umask: int) -> None:
+    """Runs in the forked child: the console script's `main()` with this argv, env, umask and output files."""
     os.chdir(REPO)
+    os.umask(umask)  # the starting process's, as a subprocess would inherit it (not the warm server's)
     for k in drop_env:
         os.environ.pop(k, None)
     os.environ.update(env)
@@ -83,7 +84,9 @@ class Run:
                                           stdout=open(self._out, "w"), stderr=open(self._err, "w"))
             self.pid = self._proc.pid
         else:
-            self._proc = _ctx.Process(target=_child, args=(args, env, drop_env, str(self._out), str(self._err)))
+            umask = os.umask(0)
+            os.umask(umask)
+            self._proc = _ctx.Process(target=_child, args=(args, env, drop_env, str(self._out), str(self._err), umask))
             self._proc.start()
             self.pid = self._proc.pid
 
