@@ -38,16 +38,28 @@ from .validate import ConfigError, validate
 log = logging.getLogger("jfb")
 
 
+def _portable(p):
+    """An absolute path of this machine made relative to the working directory (or, outside it, reduced
+    to its last component), for the records; anything else as it is."""
+    if not isinstance(p, str) or not os.path.isabs(p):
+        return p
+    r = os.path.relpath(p)
+    return r if not r.startswith("..") else f"<elsewhere>/{os.path.basename(p.rstrip('/'))}"
+
+
 def portable_paths(cfg: dict) -> dict:
-    """``cfg`` with the absolute paths of this machine made relative to the working directory (or, outside
-    it, reduced to their last component), for the records."""
-    def rel(p):
-        if not isinstance(p, str) or not os.path.isabs(p):
-            return p
-        r = os.path.relpath(p)
-        return r if not r.startswith("..") else f"<elsewhere>/{os.path.basename(p.rstrip('/'))}"
+    """``cfg`` with its paths made portable (:func:`_portable`), for the records."""
     out = dict(cfg)
-    out["paths"] = {k: rel(v) for k, v in (cfg.get("paths") or {}).items()}
+    out["paths"] = {k: _portable(v) for k, v in (cfg.get("paths") or {}).items()}
+    return out
+
+
+def portable_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides with absolute path values made portable (:func:`_portable`)."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        out.append(f"{key}{sep}{_portable(value)}" if sep else o)
     return out
 
 
@@ -143,7 +155,7 @@ def _train(cfg: dict, out: Path, p: Plan, cbs: list[Callback], overrides: list[s
     try:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(portable_paths(cfg), sort_keys=False))
         atomic_write_json(out / IDENTITY_FILE, {"run_hash": summary.run_hash, "identity": identity(cfg),
-                                                "overrides": overrides})
+                                                "overrides": portable_overrides(overrides)})
         write_metrics(metrics_path, history)
     except OSError as e:
         raise write_error(out, e) from e
