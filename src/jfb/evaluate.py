@@ -235,17 +235,9 @@ def _dataset_of(name: str) -> str:
 
 
 def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (GPU)"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} thread(s)"
+    from .training.env import device_name
+
+    return device_name(device) + (" (GPU)" if device.type == "cuda" else "")
 
 
 def versions() -> str:
