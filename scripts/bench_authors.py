@@ -19,8 +19,8 @@ step is timed inside its worker, data fetch included.
 
 Their JFB step is their own ``net(d, eps, max_depth)`` forward; their Jacobian-based step lives
 inline in ``utils.train_Jacobian_based_net`` (not importable), so it is driven here step for step as
-that loop does it (official-code.md 3.3): Lipschitz rescaling at u = 0, Picard solve, w = dl/dRu with
-create_graph, rhs = (I - A) w, the J J^T matvec by three autograd calls, ``cg_batch`` with X0 = rhs,
+that loop does it (the authors' code; docs/deviations.md): Lipschitz rescaling at u = 0, Picard solve, w = dl/dRu with
+create_graph, rhs = (I - A) w, the J J^T matvec by two autograd calls, ``cg_batch`` with X0 = rhs,
 rtol 0, atol = eps, maxiter = max_depth, then ``Ru.backward(x)``, the S term and the update if CG
 converged. Their data come from their loader (torchvision MNIST, ToTensor + Normalize, batch 100,
 shuffled, num_workers 0); ours from the in-memory loader. Both at the authors' MNIST settings
@@ -29,7 +29,7 @@ shuffled, num_workers 0); ours from the in-memory loader. Both at the authors' M
 ``--epoch`` also times one full JFB epoch with evaluation for each, one after the other, each in a
 fresh process: theirs as ``utils.train_class_net`` runs it at HEAD (every batch of the shuffled
 training set, then ``get_stats``: the test set at batch 400 through ``net(d, eps, max_depth)`` under
-``no_grad`` in train mode, official-code.md 3.5), ours through ``python -m jfb.train``.
+``no_grad`` in train mode, the authors' code), ours through ``python -m jfb.train``.
 
 ``--epoch-interleaved`` times the same two epochs side by side instead: each side in its own worker,
 stepping through its whole epoch (every training batch, then every evaluation batch) one batch at a
@@ -174,7 +174,7 @@ def authors_epoch(a) -> dict:
         train_acc = 0.99 * train_acc + (y.argmax(dim=1) == labels).sum().item() / d.shape[0]
     t1 = time.perf_counter()
     correct = 0
-    with torch.no_grad():  # HEAD: no net.eval() (official-code.md 3.5)
+    with torch.no_grad():  # HEAD: no net.eval() (the authors' code; docs/deviations.md)
         for d, labels in test:
             y = net(d, eps=EPS, max_depth=MAX_DEPTH)
             correct += (y.argmax(dim=1) == labels).sum().item()
@@ -308,7 +308,7 @@ class AuthorsEpoch:
         if batch is None:
             return None
         d, labels = batch
-        with torch.no_grad():  # HEAD: no net.eval() (official-code.md 3.5)
+        with torch.no_grad():  # HEAD: no net.eval() (the authors' code; docs/deviations.md)
             y = self.net(d, eps=EPS, max_depth=MAX_DEPTH)
             self.correct += (y.argmax(dim=1) == labels).sum().item()
         return self.net.depth

@@ -23,7 +23,7 @@ CIFAR-10: random N(0, 1) 3x32x32 images and random labels), one set of weights:
   ``utils.train_Jacobian_based_net`` for one epoch over a loader holding that one batch (their
   fixed point ``compute_fixed_point``, the adjoint by their ``BatchCG.cg_batch`` with X0 = rhs,
   rtol 0, atol = eps, maxiter = max_depth, then ``Ru.backward(x)`` and the separate S pass, the
-  update only if ``info['optimal']``; official-code.md section 3.3). The loop is not modified:
+  update only if ``info['optimal']``; the authors' code). The loop is not modified:
   ``compute_fixed_point`` and ``cg_batch`` are wrapped in their module to record what they return
   (and, for ``--history-iters``, to run ``cg_batch`` once more on the same system with an
   unreachable tolerance, ``verbose=True``, reading the residual it prints per iteration), and the
@@ -90,10 +90,10 @@ sys.path.insert(0, str(ROOT / "src"))
 FILES = ("Networks.py", "utils.py", "BatchCG.py")
 DATASETS = ("mnist", "svhn", "cifar10")
 # The authors' Jacobian-based drivers pass JTJ_shift 1e-1 (SVHN, CIFAR-10) or nothing (MNIST, default 0);
-# their loop never uses it (official-code.md 3.3). Passed as the drivers do.
+# their loop never uses it (the authors' code; docs/deviations.md). Passed as the drivers do.
 JTJ_SHIFT = {"mnist": 0.0, "svhn": 1e-1, "cifar10": 1e-1}
-# Table 2 of the paper (shared/reference/paper.md): mat-vec counts of the Jacobian-based runs, and the
-# run lengths of the authors' drivers (official-code.md section 2) with the training-set sizes.
+# Table 2 of the paper (the paper): mat-vec counts of the Jacobian-based runs, and the
+# run lengths of the authors' drivers (the authors' code; docs/deviations.md) with the training-set sizes.
 TABLE2_MATVECS = {"mnist": 6.0e6, "svhn": 1.4e7, "cifar10": 9.7e8}
 DRIVER_EPOCHS = {"mnist": 100, "svhn": 100, "cifar10": 1000}
 TRAIN_SIZE = {"mnist": 60_000, "svhn": 73_257, "cifar10": 50_000}
@@ -174,7 +174,7 @@ def authors_modules(folder: Path):
 
 
 def their_net(networks, dataset: str, gamma: float):
-    """Their network as their Jacobian-based driver builds it (official-code.md section 2)."""
+    """Their network as their Jacobian-based driver builds it (the authors' code; docs/deviations.md)."""
     from jfb.models import MODELS
 
     spec = MODELS[dataset]
@@ -548,7 +548,7 @@ def write_md(path: Path, res: dict) -> None:
               + ("" if f["ours_converged"] else
                  f" The forward solve reached its cap of {r['max_iter']} without meeting the tolerance in both codes"
                  + (" (with gamma 0.9 and no latent batch norm the authors' SVHN iteration diverges from "
-                    "initialisation, official-code.md section 6; the preset's `method=ift` uses gamma 0.45 with "
+                    "initialisation, the authors' code; the preset's `method=ift` uses gamma 0.45 with "
                     "spectral norm instead, which their class cannot express)" if r["dataset"] == "svhn" else "")
                  + "; both then run CG at the same last iterate.")
               + (f" Differences: {'; '.join(r['differences'])}." if r["differences"] else ""), ""]

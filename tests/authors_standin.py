@@ -1,6 +1,6 @@
 """A stand-in for the authors' b35a245 MNIST code, for tests: ``Networks.py`` and ``utils.py`` with
 their interfaces (class and attribute names, constructor arguments, methods) written here from the
-description in official-code.md (sections 2.2 and 6), none of their code; and released-weight files
+description in the authors' code, none of their code; and released-weight files
 in their format.
 
     from authors_standin import write_code, write_weights

@@ -3,7 +3,7 @@ tests of scripts/compare_authors_cg.py: the interfaces that script uses (``MNIST
 constructor, attribute and method names; ``utils.compute_fixed_point`` and
 ``utils.train_Jacobian_based_net`` with their signatures and epoch log line; ``BatchCG.cg_batch`` with
 its signature, ``info`` dict and verbose line), written here from the description in
-official-code.md (sections 2.1, 2.2, 3.3), none of their code.
+the authors' code, none of their code.
 
     from authors_standin_head import write_code
     write_code(folder)                   # folder/Networks.py, utils.py, BatchCG.py

@@ -96,7 +96,7 @@ def test_mapping_of_their_latest_networks():
     assert paper_module_map("cifar10")["data_convs.16.0"] == "Q.blocks.17.conv1"
     assert paper_module_map("cifar10")["dat_batch_norm.31"] == "Q.blocks.32.norm"
     n_q = sum(v.numel() for k, v in theirs.items() if k.startswith(("data_conv", "data_convs")))
-    assert n_q == 713_020  # official-code.md 2.4
+    assert n_q == 713_020  # the authors' code
     assert theirs["label_fc.weight"].shape == (10, 875)
     assert set(paper_to_ours("cifar10", theirs, latent_bn=False)) == set(net.state_dict())
     # their classes keep lat_batch_norm buffers with architecture='Jacobian': dropped without latent BN

@@ -56,7 +56,7 @@ def test_smoke_builds_all_tables_and_figures(smoke):
                  "fig6.png", "fig_diagnostics.png", "README.md", "sweep.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     records = load_records(out / "runs", "smoke")
-    assert len(records) == len(sweeps.get_profile("smoke").specs()) == 25  # 19 timed, 6 with diagnostics
+    assert len(records) == len(sweeps.get_profile("smoke").specs()) == 26  # 20 timed, 6 with diagnostics
     assert all(r.completed for r in records), [(r.path.name, r.status, r.summary.reason) for r in records]
     assert {r.summary.profile for r in records} == {"smoke"}
     assert all(r.path.name == r.summary.run_name and r.summary.run_hash in r.path.name for r in records)
@@ -134,7 +134,7 @@ def test_removed_record_is_a_gap_then_rerun_restores_only_it(smoke):
 
     again = _reproduce(work)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "(24 already complete, skipped)" in again.stdout
+    assert "(25 already complete, skipped)" in again.stdout
     assert json.loads(gone.path.joinpath("summary.json").read_text())["status"] == "completed"
     assert {p: p.joinpath("summary.json").read_text() for p in kept} == kept
     assert "| SVHN | Explicit | run | 164K | 93.7 | missing" not in (out / "table1.md").read_text()

@@ -558,7 +558,7 @@ def test_number_formats():
 
 
 def test_paper_numbers_as_printed():
-    """The reference module holds the paper's rows verbatim (paper.md, Tables 1 and 2)."""
+    """The reference module holds the paper's rows verbatim (the paper, Tables 1 and 2)."""
     t1 = {(r.dataset, r.method): (r.size.text, r.acc.text) for r in paper_numbers.TABLE1}
     assert t1[("mnist", "JFB-trained Implicit ResNet (ours)")] == ("54K", "99.4")
     assert t1[("svhn", "MON (Multi-tier lg) ‡")] == ("170K", "92.3")

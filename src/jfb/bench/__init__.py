@@ -14,7 +14,7 @@
   solver reaches each paper preset's tolerance fastest in JFB training (iterations, solve and step
   times, accuracy over seeds), into ``results/bench/solver-study-<device>.md``.
 
-Measurement follows DESIGN.md ("Measure like airbench"): the device is synchronised before each
+Measurement follows airbench's rules: the device is synchronised before each
 clock read, warm-up is left out, variants are interleaved within each repeat so that a shared,
 noisy machine slows them alike, and every figure carries its spread, the hardware and versions.
 """

@@ -1,6 +1,6 @@
 """Whole training steps of the MNIST network at the authors' settings, on real MNIST.
 
-Settings (official-code.md 2.2): batch 100, Adam lr 2e-4 / wd 1e-6, gamma 0.5, forward tolerance
+Settings (the authors' code; docs/deviations.md): batch 100, Adam lr 2e-4 / wd 1e-6, gamma 0.5, forward tolerance
 0.1 on the authors' per-pixel rule, at most 50 iterations, Lipschitz probe after every step.
 Variants, each from the same seed on the same batches, interleaved batch by batch:
 

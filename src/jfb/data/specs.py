@@ -1,7 +1,7 @@
 """The paper's datasets as specs in one registry, ``DATASETS``: shapes, classes, normalisation,
 the torchvision class that reads the files, and the training augmentation the authors used.
 
-Normalisation constants are the official code's (official-code.md section 2): MNIST (0.1307, 0.3081);
+Normalisation constants are the authors' (their data loaders): MNIST (0.1307, 0.3081);
 SVHN its own channel statistics; CIFAR-10 the *ImageNet* mean and std, as the authors did.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ _MNIST_FILES = tuple(f"MNIST/raw/{f}" for f in (
 _CIFAR_FILES = tuple(f"cifar-10-batches-py/{f}" for f in (
     *(f"data_batch_{k}" for k in range(1, 6)), "test_batch", "batches.meta"))
 
-# The authors' CIFAR-10 training augmentation (official-code.md 2.4), on normalised tensors.
+# The authors' CIFAR-10 training augmentation (their cifar_loaders), on normalised tensors.
 CIFAR10_AUGMENTATION = Compose((
     RandomHorizontalFlip(0.5),
     RandomPadCrop(padding=2, fill=0.449),

@@ -1,7 +1,6 @@
 """The authors' released weights (their ``trained_networks/``) in our network definitions.
 
-Every released file was saved by commit ``b35a245`` of the authors' code (official-code.md section
-6). That commit's networks differ from the paper's defaults in :mod:`jfb.models`, so each file gets
+Every released file was saved by commit ``b35a245`` of the authors' code (docs/authors-weights.md). That commit's networks differ from the paper's defaults in :mod:`jfb.models`, so each file gets
 the variant that saved it, as :data:`VARIANTS` lists (class and settings from b35a245's
 ``Networks.py`` and its ``train_*.py`` drivers):
 
@@ -208,7 +207,7 @@ def _latent_map(lat_layers: int) -> Dict[str, str]:
 
 def paper_module_map(name: str, lat_layers: Optional[int] = None) -> Dict[str, str]:
     """The module names of the authors' latest networks (``MNIST_FPN``, ``SVHN_FPN``, ``CIFAR10_FPN`` of
-    their HEAD ``Networks.py``, official-code.md section 2) -> ours, for the paper's networks that
+    their HEAD ``Networks.py``, the authors' code) -> ours, for the paper's networks that
     :func:`jfb.models.build_model` builds (``name`` "mnist", "svhn" or "cifar10"; ``lat_layers``
     defaults to the paper's). MNIST and SVHN keep b35a245's names. CIFAR-10: ``data_conv_d`` is our
     ``Q.conv_in``; ``data_convs[i]`` (conv at 0 and 3) with ``dat_batch_norm[i]`` is our

@@ -1,7 +1,7 @@
 """THE PAPER'S NUMBERS (reference only, never ours).
 
 Everything here is quoted from Fung, Heaton et al., "JFB: Jacobian-Free Backpropagation for Implicit
-Networks", AAAI 2022 (Tables 1 and 2), as transcribed in ``reference/paper.md``. The tables built by
+Networks", AAAI 2022 (Tables 1 and 2), as printed in the paper. The tables built by
 :mod:`jfb.repro.tables` print these beside the numbers computed from our run records; nothing in
 this module is ever computed, and no number of ours is ever written here.
 
