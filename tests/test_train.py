@@ -249,3 +249,16 @@ def test_the_memory_figures_come_from_untimed_steps_that_change_no_number(tmp_pa
     assert per_iter > 0
     for r in m:
         assert r["saved_for_backward_mb"] == pytest.approx(fixed[1] + per_iter * (r["fwd_iters_max"] - 1), rel=1e-9)
+
+
+def test_the_run_hash_ignores_what_cannot_change_the_numbers():
+    from jfb.training.identity import run_hash
+
+    base = compose("trainer.max_batches=2")
+    assert run_hash(base) == run_hash(compose("trainer.max_batches=2", "trainer.epochs=7", "logger=none",
+                                               "trainer.progress=true", "paths.output_root=elsewhere"))
+    assert run_hash(base) != run_hash(compose("trainer.max_batches=3"))
+    assert run_hash(base) != run_hash(compose("trainer.max_batches=2", "optimizer.lr=5e-4"))
+    explicit = compose("method=explicit")
+    assert run_hash(explicit) == run_hash(compose("method=explicit", "solver.tol=0.5"))  # no solve to change
+    assert run_hash(base) != run_hash(compose("trainer.max_batches=2", "solver.tol=0.5"))

@@ -49,6 +49,8 @@ def identity(cfg: dict) -> dict:
         out["device"] = device_type(out["device"])
     if isinstance(out.get("diagnostics"), dict) and out["diagnostics"].get("every") is None:
         del out["diagnostics"]  # off: its other settings change nothing
+    if isinstance(out.get("model"), dict) and out["model"].get("implicit") is False:
+        out.pop("solver", None)  # an explicit network solves nothing: the solver settings change nothing
     return out
 
 
