@@ -174,7 +174,11 @@ def _check_experiment(argv: list) -> None:
 
 def main() -> None:
     _check_experiment(sys.argv[1:])
-    _task()
+    try:
+        _task()
+    except KeyboardInterrupt:  # Ctrl-C or a scheduler's SIGTERM: the run's records say "interrupted"
+        print("[jfb] interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
