@@ -76,8 +76,6 @@ import json
 import math
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +84,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from authors_files import copy_files  # noqa: E402  (scripts/authors_files.py)
 
 FILES = ("Networks.py", "utils.py", "BatchCG.py")
 DATASETS = ("mnist", "svhn", "cifar10")
@@ -102,28 +103,7 @@ TRAIN_SIZE = {"mnist": 60_000, "svhn": 73_257, "cifar10": 50_000}
 # --------------------------------------------------------------------------- their code
 def materialise(a, folder: Path) -> str:
     """Their three files in ``folder``; returns where they came from."""
-    if a.authors_git_dir:
-        try:
-            rev = subprocess.run(["git", f"--git-dir={a.authors_git_dir}", "rev-parse", "--short", a.commit],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-        except subprocess.CalledProcessError as e:
-            raise SystemExit(f"error: --authors-git-dir={a.authors_git_dir!r}: cannot resolve {a.commit} "
-                             f"({e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e})")
-        for name in FILES:
-            try:
-                text = subprocess.run(["git", f"--git-dir={a.authors_git_dir}", "show", f"{rev}:{name}"],
-                                      capture_output=True, text=True, check=True).stdout
-            except subprocess.CalledProcessError as e:
-                raise SystemExit(f"error: --authors-git-dir={a.authors_git_dir!r}: cannot read {rev}:{name} "
-                                 f"({e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e})")
-            (folder / name).write_text(text)
-        return f"{rev}:{{{','.join(FILES)}}} from {a.authors_git_dir}"
-    for name in FILES:
-        src = Path(a.authors_dir) / name
-        if not src.is_file():
-            raise SystemExit(f"error: --authors-dir={a.authors_dir!r} has no {name}")
-        shutil.copy(src, folder / name)
-    return f"{{{','.join(FILES)}}} from {a.authors_dir}"
+    return copy_files(FILES, folder, a.authors_git_dir, a.commit, a.authors_dir, "--authors-dir", short=True)
 
 
 class _Table:

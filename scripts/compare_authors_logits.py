@@ -41,8 +41,6 @@ import hashlib
 import importlib.util
 import json
 import shlex
-import shutil
-import subprocess
 import sys
 import tempfile
 import types
@@ -50,6 +48,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from authors_files import copy_files  # noqa: E402  (scripts/authors_files.py)
 
 FILES = ("Networks.py", "utils.py")
 _ALIASES = (("data_space_forward", "_Q"), ("latent_space_forward", "_R"), ("map_latent_to_inference", "_S"))
@@ -57,22 +58,7 @@ _ALIASES = (("data_space_forward", "_Q"), ("latent_space_forward", "_R"), ("map_
 
 def materialise(a, folder: Path) -> str:
     """Their Networks.py and utils.py in ``folder``; returns where they came from."""
-    if a.authors_git_dir:
-        for name in FILES:
-            try:
-                text = subprocess.run(["git", f"--git-dir={a.authors_git_dir}", "show", f"{a.commit}:{name}"],
-                                      capture_output=True, text=True, check=True).stdout
-            except subprocess.CalledProcessError as e:
-                raise SystemExit(f"error: --authors-git-dir={a.authors_git_dir!r}: cannot read {a.commit}:{name} "
-                                 f"({e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e})")
-            (folder / name).write_text(text)
-        return f"{a.commit}:{{{','.join(FILES)}}} from {a.authors_git_dir}"
-    for name in FILES:
-        src = Path(a.authors_checkout) / name
-        if not src.is_file():
-            raise SystemExit(f"error: --authors-checkout={a.authors_checkout!r} has no {name}")
-        shutil.copy(src, folder / name)
-    return f"{{{','.join(FILES)}}} from {a.authors_checkout}"
+    return copy_files(FILES, folder, a.authors_git_dir, a.commit, a.authors_checkout, "--authors-checkout", short=False)
 
 
 def shims(notes: list) -> None:
