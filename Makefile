@@ -61,7 +61,7 @@ bench: venv  ## benchmark every gradient method (time split, memory vs depth) in
 	$(PY) -m jfb.bench $(BENCH_ARGS)
 
 data: venv  ## download the datasets torchvision can download into DATA_DIR
-	$(PY) scripts/download_data.py --data-dir "$(DATA_DIR)"
+	$(PY) -m jfb.data.download --data-dir "$(DATA_DIR)"
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)

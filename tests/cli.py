@@ -28,7 +28,8 @@ def train(*overrides: str, root: Path, timeout: float = 600, env: dict | None = 
 
 
 # Metrics that measure the machine, not the training: left out when two runs' numbers are compared.
-TIME_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s"}
+TIME_KEYS = {"epoch_time_s", "cpu_time_s", "train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "callback_time_s",
+             "diag_time_s"}
 
 
 def strip(rows):

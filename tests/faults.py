@@ -33,13 +33,13 @@ class FaultInjector(Callback):
     def on_epoch_start(self, trainer, epoch):
         self.epoch = epoch
         if self.disk_full_at_epoch is not None and epoch >= self.disk_full_at_epoch:
-            from jfb.training import atomic
+            from jfb.training import records
 
             def full(fd, data):
                 os.close(fd)
                 raise OSError(errno.ENOSPC, "No space left on device (injected by the fault callback)")
 
-            atomic._write_all = full  # every record write of this process fails from now on
+            records._write_all = full  # every record write of this process fails from now on
 
     def on_loss(self, trainer, loss):
         if self.nan_loss_at_step is not None and trainer.global_step == self.nan_loss_at_step:

@@ -1,21 +1,23 @@
-"""Every key of the config is read by the code that trains, or declared informational with its reason.
+"""Every setting of the schema is read by the code that trains, or declared informational with its reason; a key
+the schema does not declare never reaches a run (tests/test_bad_input.py refuses it through the entry point).
 
-Each preset (experiment=paper/<dataset>, and none) with each method, and each other option of the
-config groups, is composed as `jfb.train` composes it and trained for one batch of synthetic data by
-the real training code (`jfb.training.run_training`, in this process), on a resolved config that
-notes the dotted path of every value the code reads. What keeps records does not count as reading: the run's
-identity (hash), config.yaml and the W&B config take the whole config. Validation runs but does not
-count either: a key that is only validated changes nothing. A leaf nobody reads fails the test by name.
+Each preset (experiment=paper/<dataset>, and none) with each method, and each other option of the config groups,
+is composed as `jfb.train` composes it, checked by the schema (`jfb.training.load`) and trained for one batch of
+synthetic data by the real training code (`jfb.training.run_training`, in this process), on a config that notes
+the dotted path of every setting the code reads. What keeps records does not count as reading: the run's identity
+(hash), config.yaml and the W&B config take the whole config. A field nobody reads fails the test by name.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
 from cli import compose
 
-from jfb.training import resume, session, validate
+from jfb.training import config as schema
+from jfb.training import load, run
 
 EXPERIMENTS = ["paper/mnist", "paper/svhn", "paper/cifar10", None]
 METHODS = ["jfb", "ift", "neumann", "unrolled", "explicit"]
@@ -33,87 +35,87 @@ INFORMATIONAL = {
                 "(configs/train.yaml)",
     "paths.output_root": "where run folders go, read by Hydra through hydra.run.dir and hydra.sweep.dir, and "
                          "checked by jfb.train.OutputRootCheck before Hydra creates a folder",
-    "preset": "whose per-method settings configs/method/*.yaml take (the ${jfb.paper:...} resolver), read at "
-              "composition",
-    "method.implicit": "the method's default for model.implicit, which configs/model/*.yaml interpolate",
-    "method.latent_bn": "the method's default for model.latent_bn, which configs/model/*.yaml interpolate",
+    "method.implicit": "the method's default for model.implicit, which configs/model/paper.yaml interpolates",
+    "method.latent_bn": "the method's default for model.latent_bn, which configs/model/paper.yaml interpolates",
+    "optimizer.name": "chooses the optimizer's schema and class when the config is checked "
+                      "(jfb.training.config.OPTIMIZERS)",
 }
-
 
 # Keys read only in some configs, each with when; the test requires each to be read in one of them.
 CONDITIONAL = {
     "resume": "read when the run folder already holds a run's records",
     **{k: "read when the network is implicit (method=explicit has no fixed point to solve)"
-       for k in ("method.options", "solver.name", "solver.stop", "solver.residual", "solver.options")},
+       for k in ("method.options", "solver.name", "solver.stop", "solver.residual", "solver.options", "solver.tol",
+                 "solver.max_iter")},
     **{f"diagnostics.{k}": "read when diagnostics.every is set (diagnostics=none keeps the defaults for "
-                            "diagnostics.every=N)" for k in ("tol", "max_iter", "backward", "norm_iters", "norm_tol",
-                                                             "per_sample")},
+                            "diagnostics.every=N)" for k in ("tol", "max_iter", "backward", "norm_iters", "norm_tol")},
 }
 
 
-class Recorder(dict):
-    """A resolved config node that notes, in ``seen``, the dotted path of every leaf value read from it
-    (a value that is not a mapping, or an empty mapping). Iteration, ``items()``, ``dict(node)`` and
-    ``{**node}`` read every value."""
+def record_reads(node, seen: set, path: str = ""):
+    """``node`` (a checked config) whose dataclass nodes note in ``seen`` the dotted path of every field read."""
+    cls = type(node)
 
-    def __init__(self, data: dict, seen: set, path: str = ""):
-        super().__init__({k: Recorder(v, seen, f"{path}{k}.") if isinstance(v, dict) else v for k, v in data.items()})
-        self._seen, self._path = seen, path
+    class Recorded(cls):
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if name in cls.__dataclass_fields__ and not isinstance(value, Recorded.__mro__[0]) and not getattr(
+                    Recorded, "paused", False):
+                if not dataclasses.is_dataclass(value):
+                    seen.add(f"{path}{name}")
+            return value
 
-    def _note(self, key, value):
-        if not isinstance(value, Recorder) or not value:
-            self._seen.add(f"{self._path}{key}")
-        return value
-
-    def __getitem__(self, key):
-        return self._note(key, dict.__getitem__(self, key))
-
-    def get(self, key, default=None):
-        return self[key] if dict.__contains__(self, key) else default
-
-    def __iter__(self):  # overriding it sends dict(node) and {**node} through keys() and __getitem__
-        return iter(dict.keys(self))
-
-    def items(self):
-        return [(k, self[k]) for k in dict.keys(self)]
-
-    def values(self):
-        return [self[k] for k in dict.keys(self)]
-
-
-def plain(node):
-    """The recorded config as plain dicts, reading nothing."""
-    return {k: plain(v) for k, v in dict.items(node)} if isinstance(node, dict) else node
-
-
-def leaves(cfg: dict, path: str = "") -> set:
-    out = set()
-    for k, v in cfg.items():
-        out |= leaves(v, f"{path}{k}.") if isinstance(v, dict) and v else {f"{path}{k}"}
+    values = {}
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        values[f.name] = record_reads(v, seen, f"{path}{f.name}.") if dataclasses.is_dataclass(v) else v
+    out = object.__new__(Recorded)
+    out.__dict__.update(values)
     return out
 
 
 @contextlib.contextmanager
 def reads_of_training_only():
-    """Validation and record keeping in jfb/training/session.py see plain dicts (their reads are not
-    counted); W&B is built and reads its settings but logs nothing; the cuDNN flags a run sets are
-    restored."""
+    """Records (config.yaml, identity, the W&B config) read the whole config: those reads are not counted. The
+    cuDNN flags a run sets are restored."""
+    paused = []
+    original = schema.RunConfig.to_dict
+
+    def to_dict(self):
+        paused.append(1)
+        try:
+            return {f.name: _plain(object.__getattribute__(self, f.name)) for f in dataclasses.fields(self)}
+        finally:
+            paused.pop()
+
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "disabled")
-    for module, name in ((session, "validate"), (session, "portable_paths"), (session, "identity"),
-                         (session, "run_hash"), (resume, "identity")):
-        original = getattr(module, name)
-        mp.setattr(module, name, lambda cfg, *a, _f=original, **k: _f(plain(cfg), *a, **k))
+    mp.setattr(schema.RunConfig, "to_dict", to_dict)
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
         yield
     finally:
         mp.undo()
+        assert original is schema.RunConfig.to_dict
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
-def train_and_record(cfg: dict, folder, seen: set):
-    summary = session.run_training(Recorder(cfg, seen), folder)
+def _plain(v):
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(object.__getattribute__(v, f.name)) for f in dataclasses.fields(v)}
+    return v
+
+
+def leaves(node, path: str = "") -> set:
+    out = set()
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        out |= leaves(v, f"{path}{f.name}.") if dataclasses.is_dataclass(v) else {f"{path}{f.name}"}
+    return out
+
+
+def train_and_record(cfg, folder, seen: set):
+    summary = run.run_training(record_reads(cfg, seen), folder)
     assert summary.status == "completed", summary.reason
     return summary
 
@@ -126,7 +128,7 @@ def configs_and_reads(tmp_path_factory, one_thread):
     out = {}
     with reads_of_training_only():
         for i, variant in enumerate(variants):
-            cfg, seen = compose(*variant, *TINY), set()
+            cfg, seen = load(compose(*variant, *TINY)), set()
             folder = tmp_path_factory.mktemp("run")
             train_and_record(cfg, folder, seen)
             if i == 0:  # the same run again: `resume` is read where a run folder holds records
@@ -155,9 +157,9 @@ def test_the_declared_keys_exist_and_informational_ones_are_not_read(configs_and
     assert not set(INFORMATIONAL) & read, set(INFORMATIONAL) & read  # read after all: not informational
 
 
-def test_a_key_nobody_reads_is_caught(tmp_path, one_thread):
-    cfg, seen = compose("+trainer.nobody_reads_this=1", *TINY), set()
-    validate(cfg)
-    with reads_of_training_only():
-        train_and_record(cfg, tmp_path, seen)
-    assert leaves(cfg) - seen - set(INFORMATIONAL) - set(CONDITIONAL) == {"trainer.nobody_reads_this"}
+def test_a_field_nobody_reads_is_caught():
+    cfg, seen = load(compose(*TINY)), set()
+    rec = record_reads(cfg, seen)
+    assert rec.trainer.epochs == 1 and rec.dataset.name == "mnist"
+    assert seen == {"trainer.epochs", "dataset.name"}
+    assert "trainer.batch_size" in leaves(cfg) - seen

@@ -2,14 +2,17 @@
 argument validation, and the option schemas of the registries (jfb.core.options)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
 import torch
 
-from jfb.core import IFT, JFB, fixed_point, make_method, options
+from jfb.core import IFT, JFB, fixed_point, make_method
 from jfb.core.methods import METHODS as METHOD_CLASSES
-from jfb.core.solvers import SOLVERS
+from jfb.core.methods import IFTOptions
+from jfb.core.options import allowed, describe, fields
+from jfb.core.solvers import SOLVERS, solver_options
 
 DT = torch.float64
 
@@ -119,7 +122,7 @@ BAD = [
     (dict(method="ift", backward_max_iter=0), "backward_max_iter"),
     (dict(method="ift", cg_scope="pixel"), "cg_scope"),
     (dict(method="ift", cg_start="x0"), "cg_start"),
-    (dict(method="ift", backward="fixed_point"), "use backward='picard'"),
+    (dict(method="ift", backward="fixed_point"), "one of cg, picard"),
     (dict(method="ift", backward="picard", m=3), "check_every"),
     (dict(method="ift", m=3), "backward='cg'"),
     (dict(method="ift", backward="broyden", m=0), "m=0"),
@@ -171,48 +174,47 @@ def test_solver_schema_matches_the_function(name):
     spec = SOLVERS[name]
     params = list(inspect.signature(spec.fn).parameters.values())
     assert [p.name for p in params[:5]] == ["g", "z0", "tol", "max_iter", "measure"]
-    assert {p.name: p.default for p in params[5:]} == {o.name: o.default for o in spec.options}
-    assert options.check("solver", name) == {o.name: o.default for o in spec.options}
-    assert options.schema("solver", name) == spec.options
+    declared = {f.name: f.default for f in dataclasses.fields(spec.Options)}
+    assert {p.name: p.default for p in params[5:]} == {k: v for k, v in declared.items() if k != "precision"}
+    assert solver_options(name) == declared and declared["precision"] == "float32"  # every solver's, applied by Solver
 
 
 @pytest.mark.parametrize("name", list(METHOD_CLASSES))
 def test_method_defaults_come_from_its_schema(name):
     m = make_method(name)
-    for o in METHOD_CLASSES[name].options:
-        assert getattr(m, o.name) == o.default
-    checked = options.check("method", name)
-    assert {o.name for o in METHOD_CLASSES[name].options} <= set(checked)
+    declared = {f.name: f.default for f in dataclasses.fields(METHOD_CLASSES[name].Options)}
+    for k, v in declared.items():
+        assert getattr(m, k) == v
+    assert set(declared) <= set(METHOD_CLASSES[name].check_options({}))
 
 
 def test_check_validates_and_fills_defaults():
-    assert options.check("solver", "anderson", {"m": 3}) == {"m": 3, "lam": 1e-4, "beta": 1.0, "check_every": 1}
-    assert options.check("solver", "anderson", {"lam": 1})["lam"] == 1.0  # an int is a number
-    got = options.check("method", "ift", {"backward": "anderson", "m": 2})
+    assert solver_options("anderson", {"m": 3}) == {"precision": "float32", "m": 3, "lam": 1e-4, "beta": 1.0,
+                                                    "check_every": 1}
+    assert solver_options("anderson", {"lam": 1})["lam"] == 1.0  # an int is a number
+    got = METHOD_CLASSES["ift"].check_options({"backward": "anderson", "m": 2})
     assert got["backward"] == "anderson" and got["backward_options"] == {"m": 2, "lam": 1e-4, "beta": 1.0,
-                                                                         "check_every": 1}
+                                                                         "check_every": 1}  # no precision: float32
     assert got["cg_start"] == "g" and got["backward_tol"] is None
-    assert options.check("method", "neumann", {"terms": 0}) == {"terms": 0}
+    assert METHOD_CLASSES["neumann"].check_options({"terms": 0}) == {"terms": 0, "random": "none"}
     # a config validator names its keys
-    with pytest.raises(ValueError, match=r"^solver\.options\.m=0 is invalid: expected an integer >= 1$"):
-        options.check("solver", "anderson", {"m": 0}, where="solver.options")
-    with pytest.raises(ValueError, match=r"^method\.options\.windw is not an option of method 'unrolled'"):
-        options.check("method", "unrolled", {"windw": 2}, where="method.options")
-    with pytest.raises(ValueError, match="kind"):
-        options.check("model", "mnist", {})
+    with pytest.raises(ValueError, match=r"^solver\.options\.m=0 is invalid: expected an integer >= 1 \(memory"):
+        solver_options("anderson", {"m": 0}, where="solver.options")
+    with pytest.raises(ValueError, match=r"^method\.options\.windw is not an option of method 'unrolled'; did you "
+                                         r"mean method\.options\.window\?"):
+        METHOD_CLASSES["unrolled"].check_options({"windw": 2}, "method.options")
     for bad in (True, 1.5, "3", None):
         with pytest.raises(ValueError, match="terms"):
-            options.check("method", "neumann", {"terms": bad})
+            METHOD_CLASSES["neumann"].check_options({"terms": bad})
     for bad in (float("nan"), True, "1e-3"):
         with pytest.raises(ValueError, match="backward_tol"):
-            options.check("method", "ift", {"backward_tol": bad})
+            METHOD_CLASSES["ift"].check_options({"backward_tol": bad})
 
 
 def test_describe_lists_every_option():
-    for kind in options.KINDS:
-        for name in options.names(kind):
-            text = options.describe(kind, name)
-            assert text.startswith(f"{kind} {name!r}: ")
-            for o in options.schema(kind, name):
-                assert f"{o.name} ({o.allowed()}; default {o.default!r}): {o.doc}" in text
-    assert "'picard', 'anderson', 'broyden'" in options.describe("method", "ift")
+    for name, cls in [*((n, s.Options) for n, s in SOLVERS.items()), *((n, c.Options) for n, c in METHOD_CLASSES.items())]:
+        text = describe(cls, name)
+        assert text.startswith(name)
+        for f, tp in fields(cls):
+            assert f"{f.name} ({allowed(f, tp)}; default {f.default!r}): {f.metadata['doc']}" in text
+    assert "one of cg, picard, anderson, broyden" in describe(IFTOptions, "ift")

@@ -1,5 +1,6 @@
 """Forward solvers, stopping rules and the counts in ``stats``, against hand computations (float64),
-and picard's ``check_every`` against the plain loop, bit for bit (float64 and float32)."""
+picard's and Anderson's ``check_every`` against the plain loop, bit for bit (float64 and float32), and Anderson's
+first steps, damping and memory layout."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import torch
 
 from jfb.core import fixed_point
 from jfb.core.norms import residual_fn
-from jfb.core.solvers import SOLVERS, broyden, picard
+from jfb.core.solvers import SOLVERS, anderson, broyden, picard
 
 DT = torch.float64
 
@@ -416,3 +417,169 @@ def test_check_every_equals_plain_loop_on_a_contraction(dtype):
             assert torch.equal(z, plain.z) and st.fwd_iters == K and st.fwd_converged == plain.converged
             assert st.fwd_residual == plain.residual
             assert st.f_evals == expected_evals(K, plain.converged, k, max_iter)
+
+
+# ---------------------------------------------------------------------------------------------
+# precision: lower-precision iterations, a float32 finish
+# ---------------------------------------------------------------------------------------------
+
+
+def _tanh32(seed=0, B=8, n=64):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, n, generator=g)
+    W = 0.8 * W / torch.linalg.matrix_norm(W, 2)
+    x = torch.randn(B, n, generator=g)
+    return (lambda z: torch.tanh(z @ W.T + x)), torch.zeros(B, n)
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_float32_precision_is_the_plain_solver_bit_for_bit(name):
+    from jfb.core.norms import residual_fn
+
+    f, z0 = _tanh32()
+    measure = residual_fn("sample", "rel")
+    plain = SOLVERS[name].fn(f, z0, 1e-5, 60, measure)
+    via = SOLVERS[name](f, z0, 1e-5, 60, measure, precision="float32")
+    assert torch.equal(plain.z, via.z) and (plain.iters, plain.residual) == (via.iters, via.residual)
+    assert via.low_iters is None
+
+
+@pytest.mark.skipif(not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+                    reason="this CPU has no bfloat16 arithmetic")
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_bfloat16_iterations_end_on_the_float32_stopping_test(name):
+    from jfb.core.norms import residual_fn
+
+    f, z0 = _tanh32()
+    measure = residual_fn("sample", "rel")
+    exact = SOLVERS[name](f, z0, 1e-7, 200, measure)
+    res = SOLVERS[name](f, z0, 1e-5, 200, measure, precision="bfloat16")
+    assert res.z.dtype == torch.float32 and res.converged and res.residual <= 1e-5
+    assert 0 < res.low_iters < res.iters  # some iterations in bfloat16, the last ones in float32
+    assert float(measure(f(res.z), res.z)) < 1e-4  # the returned iterate is a float32 fixed point to tolerance
+    # contraction 0.8: the distance to u* is at most the step over (1 - 0.8); relative to |u*| ~ 1
+    assert float((res.z - exact.z).norm(dim=1).max() / exact.z.norm(dim=1).min()) < 1e-4
+    # the same through the public entry point, with the iterations it took in each precision
+    z, stats = fixed_point(f, z0, "jfb", tol=1e-5, max_iter=200, stop="rel", solver=name,
+                           solver_options={"precision": "bfloat16"})
+    assert stats.fwd_converged and 0 < stats.fwd_low_iters < stats.fwd_iters
+
+
+def test_lower_precision_is_refused_where_it_cannot_run(monkeypatch):
+    f, z0 = _tanh32()
+    with pytest.raises(ValueError, match="TF32 needs an NVIDIA GPU"):
+        fixed_point(f, z0, solver_options={"precision": "tf32"})
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(ValueError, match="precision='bfloat16' is refused: this CPU has no bfloat16"):
+        fixed_point(f, z0, solver_options={"precision": "bfloat16"})
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="applies to a float32 solve, not torch.float64"):
+        fixed_point(f, z0.double(), solver_options={"precision": "bfloat16"}) if torch.cpu._is_avx512_bf16_supported() \
+            else SOLVERS["picard"](f, z0.double(), 1e-5, 10, lambda a, b: (a - b).norm(), precision="bfloat16")
+    with pytest.raises(ValueError, match="stays in float32"):
+        fixed_point(f, z0, "ift", backward="anderson", precision="bfloat16")
+    with pytest.raises(ValueError, match="unrolled.*float32"):
+        fixed_point(f, z0, "unrolled", solver_options={"precision": "bfloat16"})
+
+
+# ------------------------------------------------------------------------------ Anderson
+
+def affine(n, seed=0, B=2, scale=0.6):
+    g = torch.Generator().manual_seed(seed)
+    M = torch.randn(n, n, generator=g, dtype=DT)
+    M = scale * M / torch.linalg.matrix_norm(M, 2)
+    c = torch.randn(B, n, generator=g, dtype=DT)
+    z_star = torch.linalg.solve(torch.eye(n, dtype=DT) - M, c.T).T
+    return (lambda z: z @ M.T + c), z_star
+
+
+def test_anderson_starts_with_a_plain_step_and_uses_no_unfilled_memory():
+    """The first step of Anderson is x_1 = g(x_0) (one evaluation: nothing to mix); the memory holds
+    only evaluations made (an unfilled slot read as a zero evaluation sent the iterate back to 0 and
+    cost up to m evaluations); on an affine map of dimension n it ends within n + 3 evaluations (n + 2
+    in exact arithmetic without regularisation; 23 when the regularisation followed the largest
+    residual in memory)."""
+    g, z_star = affine(4)
+    seen = []
+
+    def spy(z):
+        seen.append(z.clone())
+        return g(z)
+
+    z0 = torch.zeros_like(z_star)
+    res = anderson(spy, z0, 1e-11, 50, residual_fn("sample", "abs"), m=5)
+    assert torch.equal(seen[0], z0) and torch.equal(seen[1], g(z0))
+    assert res.converged and res.iters <= 4 + 3, res.iters
+    assert float((res.z - z_star).abs().max()) < 1e-9
+    p = picard(g, z0, 1e-11, 500, residual_fn("sample", "abs"))
+    for m in (1, 2, 3):
+        a = anderson(g, z0, 1e-11, 500, residual_fn("sample", "abs"), m=m)
+        assert a.converged and a.iters < p.iters, (m, a.iters, p.iters)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+def test_anderson_damping_mixes_the_iterates(beta):
+    g, z_star = affine(6, seed=1, scale=0.9)
+    res = anderson(g, torch.zeros_like(z_star), 1e-10, 200, residual_fn("sample", "abs"), m=3, beta=beta)
+    assert res.converged and float((res.z - z_star).abs().max()) < 1e-8
+
+
+@pytest.mark.parametrize("solver", [anderson, broyden])
+def test_accelerated_solvers_keep_the_callers_memory_layout(solver):
+    """A channels_last batch is solved as rows in memory order: g receives channels_last tensors (no
+    copy to NCHW), and the result is that of the NCHW solve."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1).double()
+    with torch.no_grad():
+        conv.weight.mul_(0.3 / conv.weight.abs().sum(dim=(1, 2, 3), keepdim=True).max())
+    v = torch.randn(2, 3, 5, 5, dtype=DT)
+    layouts = []
+
+    def g(u):
+        layouts.append(u.is_contiguous(memory_format=torch.channels_last) and not u.is_contiguous())
+        return torch.tanh(conv(u) + v)
+
+    measure = residual_fn("pixel", "abs")
+    with torch.no_grad():
+        nchw = solver(g, torch.zeros_like(v), 1e-10, 100, measure)
+        layouts.clear()
+        nhwc = solver(g, torch.zeros_like(v).contiguous(memory_format=torch.channels_last), 1e-10, 100, measure)
+    assert all(layouts) and len(layouts) == nhwc.evals
+    assert nchw.converged and nhwc.converged and nhwc.iters == nchw.iters
+    torch.testing.assert_close(nhwc.z, nchw.z, rtol=0, atol=1e-12)
+
+
+def test_anderson_through_the_public_api_matches_picard_fixed_point():
+    g, z_star = affine(5, seed=3, scale=0.8)
+    with torch.no_grad():
+        z, st = fixed_point(g, torch.zeros_like(z_star), "jfb", tol=1e-10, max_iter=100, solver="anderson",
+                            solver_options={"m": 2, "beta": 1.0})
+    assert st.fwd_converged and float((z - z_star).abs().max()) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_anderson_check_every_gives_the_plain_result_bit_for_bit(dtype):
+    """As picard's: the residual read on the host every k evaluations changes nothing but the
+    evaluations made past the first hit (at most k - 1)."""
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 6, generator=gen, dtype=DT)
+    W = (0.8 * W / torch.linalg.matrix_norm(W, 2)).to(dtype)
+    c = torch.randn(3, 6, generator=gen, dtype=DT).to(dtype)
+    f = lambda z: torch.tanh(z @ W.T + c)  # noqa: E731
+    z0 = torch.zeros(3, 6, dtype=dtype)
+    measure = residual_fn("sample", "abs")
+    seen = []
+    anderson(f, z0, 1e-300, 12, lambda a, b: seen.append(float(measure(a, b))) or measure(a, b), m=2)
+    for tol, max_iter in ((seen[0], 20), (seen[4], 20), (seen[6], 20), (min(seen) / 2, 9)):
+        plain = anderson(f, z0, tol, max_iter, measure, m=2)
+        for k in (2, 3, 5):
+            calls = []
+            got = anderson(lambda z: calls.append(1) or f(z), z0, tol, max_iter, measure, m=2, check_every=k)
+            assert torch.equal(got.z, plain.z) and got.iters == plain.iters and got.converged == plain.converged
+            assert got.residual == plain.residual or (math.isnan(got.residual) and math.isnan(plain.residual))
+            assert got.evals == len(calls) and 0 <= got.evals - got.iters <= k - 1
+            if not plain.converged:
+                assert got.evals == max_iter
+    with pytest.raises(ValueError, match="check_every"):
+        anderson(f, z0, 0.1, 5, measure, check_every=0)

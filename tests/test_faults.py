@@ -368,7 +368,7 @@ def test_two_sweeps_into_one_results_folder_at_once_lose_and_mix_nothing(tmp_pat
         summary, metrics = records(d)
         seed = names[d.name]
         config = (d / "config.yaml").read_text()
-        assert summary["status"] == "completed" and summary["seed"] == seed and f"\nseed: {seed}\n" in config
+        assert summary["status"] == "completed" and summary["seed"] == seed and f"seed: {seed}\n" in config
         assert [r["epoch"] for r in metrics] == [1, 2] and summary["epochs_completed"] == 2
         assert summary["test_acc"] == metrics[-1]["test_acc"]
         assert not list(d.glob("**/*.tmp"))

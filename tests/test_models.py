@@ -422,19 +422,21 @@ def test_spectral_norm_weight_is_fixed_within_a_forward_and_trained():
 
 def test_the_svhn_jacobian_based_preset_network_converges_from_initialisation():
     """Without latent batch norm and with the authors' gamma 0.9 the SVHN network's solve diverges from
-    initialisation; the preset's Jacobian-based network (src/jfb/paper/svhn.py: spectral normalisation,
-    gamma 0.45) converges at the authors' tolerance on SVHN-shaped inputs."""
-    from jfb import paper
+    initialisation; the preset's Jacobian-based network (configs/per_method/paper/svhn/ift.yaml: spectral
+    normalisation, gamma 0.45) converges at the authors' tolerance on SVHN-shaped inputs."""
+    from cli import compose
 
+    from jfb.training import load
+
+    cfg = load(compose("experiment=paper/svhn", "method=ift"))
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     results = {}
-    for name, gamma, contraction in (("authors", 0.9, "lipschitz"), ("preset", paper.value("svhn", "gamma", "ift"),
-                                                                     paper.value("svhn", "contraction", "ift"))):
+    for name, gamma, contraction in (("authors", 0.9, "lipschitz"), ("preset", cfg.model.gamma, cfg.model.contraction)):
         torch.manual_seed(0)
         m = build_model("svhn", latent_bn=False, gamma=gamma, contraction=contraction,
-                        fixed_point_options=paper.fixed_point_options("svhn", "ift")).train()
+                        fixed_point_options=cfg.fixed_point_options()).train()
         with torch.no_grad():
             _, stats = m(x)
         results[name] = stats
     assert not results["authors"].fwd_converged and results["authors"].fwd_residual > 1.0
-    assert results["preset"].fwd_converged and results["preset"].fwd_iters < paper.value("svhn", "max_iter", "ift")
+    assert results["preset"].fwd_converged and results["preset"].fwd_iters < cfg.solver.max_iter

@@ -63,3 +63,13 @@ def config_of(run) -> dict:
         v = json.loads(u.value_json)
         out[u.key or ".".join(u.nested_key)] = v["value"] if isinstance(v, dict) and "value" in v else v
     return out
+
+
+def metrics_defined(path: Path) -> dict:
+    """metric name or glob -> its step metric ("" for none), from the run file's define_metric records."""
+    out = {}
+    for rec in read_records(path):
+        if rec.WhichOneof("record_type") == "metric":
+            m = rec.metric
+            out[m.name or m.glob_name] = m.step_metric
+    return out

@@ -30,12 +30,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .training.identity import register_resolvers
+from .training.config import register
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 _STATUS_ENV = "JFB_MULTIRUN_STATUS"  # set for the jobs of a multirun by MultirunReport
 
-register_resolvers()
+register()
 
 
 def _in_multirun() -> bool:
@@ -50,28 +50,30 @@ def _sigterm(signum, frame):
 
 
 class OutputRootCheck(Callback):
-    """Before Hydra creates a run folder: one clear error (exit 2), not Hydra's traceback, when
-    ``paths.output_root`` cannot be created or written (read-only file system, a file in the way, no
-    permission)."""
+    """Before Hydra creates a run folder: one clear error (exit 2), not Hydra's traceback, when the folder runs go
+    to cannot be created or written (read-only file system, a file in the way, no permission)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        _check_output_root(config)
+        _check_writable(config, "hydra.run.dir", parent=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        _check_output_root(config)
+        _check_writable(config, "hydra.sweep.dir")
 
 
-def _check_output_root(config: DictConfig) -> None:
-    root = OmegaConf.select(config, "paths.output_root", default=None)
-    if root is None:
+def _check_writable(config: DictConfig, key: str, parent: bool = False) -> None:
+    folder = OmegaConf.select(config, key, default=None)
+    if folder is None:
         return
+    root = Path(folder).parent if parent else Path(folder)
     try:
-        Path(root).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=root):
             pass
     except OSError as e:
-        print(f"error: paths.output_root={root!r} cannot be written ({type(e).__name__}: {e.strerror or e}); "
-              "choose a writable folder, e.g. paths.output_root=runs", file=sys.stderr)
+        default = str(OmegaConf.select(config, "paths.output_root")) in str(folder)
+        which = f"paths.output_root={OmegaConf.select(config, 'paths.output_root')!r}" if default else f"{key}={folder!r}"
+        print(f"error: {which} cannot be written ({type(e).__name__}: {e.strerror or e}); choose a writable folder, "
+              f"e.g. {'paths.output_root=runs' if default else key + '=runs/mine'}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -123,7 +125,7 @@ def _remove_if_empty(path: Path) -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _task(cfg: DictConfig):
     from .data import DatasetNotFoundError
-    from .training import ConfigError, RecordWriteError, RunFailed, RunLocked, UnsafeCheckpoint, run_training
+    from .training import ConfigError, RecordWriteError, RunFailed, RunLocked, UnsafeCheckpoint, load, run_training
 
     logging.captureWarnings(True)  # warnings through logging: on the console and in the run's train.log
     multirun = _in_multirun()
@@ -138,8 +140,8 @@ def _task(cfg: DictConfig):
             sys.exit(code)
 
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        summary = run_training(resolved, out, overrides=overrides)
+        run = load(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+        summary = run_training(run, out, overrides=overrides)
         _report_job(overrides, summary.status, summary.reason)
         return summary.test_acc
     except (ConfigError, DatasetNotFoundError, RunLocked, UnsafeCheckpoint) as e:

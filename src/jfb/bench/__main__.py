@@ -1,17 +1,20 @@
-"""``python -m jfb.bench [--device cpu|cuda|auto] [--quick] [--epoch] ...``: see :mod:`jfb.bench`."""
+"""``python -m jfb.bench [--device cpu|cuda|auto] [--quick] ...``: see :mod:`jfb.bench`."""
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from ..data.download import has_files
+from ..env import hardware, resolve_device
 from ..host_memory import retain_host_memory
-from . import adjoint_accuracy, depth, epoch, paper_step, report
-from .timing import hardware, resolve_device
+from . import adjoint_accuracy, depth, paper_step, report
 
 DEPTHS = (5, 10, 25, 50, 100, 200)
 
@@ -29,19 +32,10 @@ def parse(argv=None):
     p.add_argument("--paper-batches", type=int, default=None, help="MNIST paper-step batches (default 100)")
     p.add_argument("--data-dir", default=os.environ.get("JFB_DATA_DIR", "data"))
     p.add_argument("--synthetic", action="store_true", help="paper step on synthetic MNIST-shaped data")
-    p.add_argument("--epoch", action="store_true", help="also time one full JFB epoch on real MNIST (+eval)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: depth,paper,adjoint")
-    p.add_argument("--solvers", action="store_true",
-                   help="also the solver study (jfb.bench.solver_study: its solves and steps parts, into "
-                        "solver-study-<device>.md/.json); e.g. --skip depth,paper,adjoint --solvers")
     p.add_argument("--out", default="results/bench")
     p.add_argument("--name", default=None, help="output file stem (default: cpu, or gpu-<card>)")
     return p.parse_args(argv)
-
-
-def _has_mnist(data_dir: str) -> bool:
-    return (Path(data_dir) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() or \
-        (Path(data_dir) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").exists()
 
 
 def main(argv=None) -> dict:
@@ -57,30 +51,25 @@ def main(argv=None) -> dict:
     paper_batches = a.paper_batches or (20 if a.quick else 100)
     skip = set(filter(None, a.skip.split(",")))
     t0 = time.perf_counter()
-    res = {"hardware": hardware(dev), "args": vars(a)}
-    print(f"[bench] {res['hardware']['device_name']} threads={torch.get_num_threads()} load={res['hardware'].get('load_average')}")
+    args = [x.replace(a.data_dir, "$DATA_DIR") if a.data_dir else x for x in (sys.argv[1:] if argv is None else argv)]
+    res = {"hardware": hardware(dev), "command": "python -m jfb.bench " + shlex.join(args)}
+    hw = res["hardware"]
+    print(f"[bench] {hw['device_name']} threads={torch.get_num_threads()} load={hw.get('load_average')}")
     if "depth" not in skip:
         res["depth"] = depth.run(a.nets.split(","), a.methods.split(","), depths, batch, repeats, dev)
     if "paper" not in skip:
-        real = not a.synthetic and _has_mnist(a.data_dir)
+        real = not a.synthetic and has_files("mnist", a.data_dir)
         if not real:
             print(f"[bench] no MNIST under {a.data_dir}: the paper step runs on synthetic MNIST-shaped data")
         res["paper_step"] = paper_step.run(a.data_dir if real else None, paper_batches, dev,
                                            source="torchvision" if real else "synthetic")
     if "adjoint" not in skip:
         res["adjoint"] = adjoint_accuracy.run(dev, batch=100, repeats=2 if a.quick else 3)
-    if a.epoch:
-        res["epoch"] = epoch.run(a.data_dir, device=a.device, threads=a.threads)
     res["wall_s"] = time.perf_counter() - t0
     try:
         res["load_average_end"] = list(os.getloadavg())
     except OSError:
         pass
-    if a.solvers:
-        from . import solver_study
-
-        study = ["--device", a.device, "--data-dir", a.data_dir, "--out", a.out] + (["--quick"] if a.quick else [])
-        solver_study.main(study + (["--threads", str(a.threads)] if a.threads else []))
     name = a.name or ("gpu-" + re.sub(r"[^A-Za-z0-9]+", "-", res["hardware"]["device_name"]).strip("-").lower()
                       if gpu else "cpu") + ("-quick" if a.quick and not a.name else "")
     j, m = report.write(res, Path(a.out), name)

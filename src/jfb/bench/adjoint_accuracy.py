@@ -1,11 +1,7 @@
-"""IFT adjoint solvers compared at equal accuracy.
-
-On the MNIST network without latent batch norm (the paper's Jacobian-based network) at a fixed
-point solved tightly, with g = dl/dz from a real loss, each backward solver (CG on the normal
-equations, plain fixed-point iteration ``w <- g + A^T w``, Anderson) runs at a sweep of tolerances.
-Its accuracy is measured the same way for all, after the clock stops: the true relative residual of
-the adjoint equation, ``max_i ||w_i - g_i - (A^T w)_i|| / ||g_i||`` over the samples. For each accuracy
-level, a solver's cost is its fastest run that reaches it.
+"""IFT adjoint solvers compared at equal accuracy, on the MNIST network without latent batch norm at a tight
+fixed point: each solver runs at a sweep of tolerances; its accuracy, measured alike for all after the clock
+stops, is the true residual ``max_i ||w_i - g_i - (A^T w)_i|| / ||g_i||``; its cost at a level is its fastest run
+that reaches it.
 """
 from __future__ import annotations
 
@@ -16,8 +12,9 @@ import torch.nn.functional as F
 
 from ..core.adjoint import JacobianProducts, solve_cg, solve_iterative
 from ..core.norms import per_sample
+from ..env import clock
 from ..models import build_model
-from .timing import clock, spread
+from .report import spread
 
 SOLVERS = ("cg", "fixed_point", "anderson")
 TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -25,23 +22,19 @@ LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)
 
 
 def _solve(solver: str, g, prod, tol: float, max_iter: int):
-    # tolerances are relative to g per sample, on the sample rule, so one sweep fits every scale of g
+    # relative to g per sample, so one sweep of tolerances fits every scale of g
     if solver == "cg":
         return solve_cg(g, prod, tol, max_iter, "sample", "rel", scope="batch")
     return solve_iterative(g, prod, tol, max_iter, "sample", "rel", "picard" if solver == "fixed_point" else "anderson")
 
 
 def run(device: torch.device, batch: int = 100, repeats: int = 3, max_iter: int = 200, seed: int = 0,
-        tols: Sequence[float] = TOLS, levels: Sequence[float] = LEVELS, model=None, x=None, y=None, log=print) -> dict:
-    g_ = torch.Generator().manual_seed(seed)
-    if model is None:
-        torch.manual_seed(seed)
-        model = build_model("mnist", latent_bn=False).to(device).train()
-    if x is None:
-        x = torch.randn(batch, 1, 28, 28, generator=g_).to(device)
-        y = torch.randint(0, 10, (batch,), generator=g_).to(device)
-    if getattr(model, "channels_last", False):
-        x = x.contiguous(memory_format=torch.channels_last)
+        tols: Sequence[float] = TOLS, levels: Sequence[float] = LEVELS, log=print) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_model("mnist", latent_bn=False).to(device).train()
+    x = torch.randn(batch, 1, 28, 28, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     with torch.no_grad():
         v = model.Q(x)
         u = torch.zeros_like(v)

@@ -1,15 +1,8 @@
-"""Cost against forward depth: every method on every paper network, at fixed iteration counts.
+"""Cost against forward depth: every method on every paper network, with exactly ``depth`` iterations.
 
-The solve runs with ``tol=1e-30`` and ``max_iter=depth``, so exactly ``depth`` applications of R
-happen before the output application (``stats.fwd_iters`` is checked). One step is the model's
-forward plus the loss (``forward``, which holds the no-grad solve) and ``loss.backward()``
-(``backward``, which holds the adjoint solve of IFT and Neumann-k). Optimizer steps are left out, so
-every depth sees the same weights. Adjoint solves run a fixed ``bwd_iters`` iterations (tolerance
-1e-30) so that their cost does not vary with depth either.
-
-Memory: ``saved_fwd`` are the bytes autograd saves for backward during the forward (the method's
-memory cost, any device); ``saved_bwd`` the bytes saved by graphs built *during* backward (the
-double-backward products of CG); on a GPU ``peak`` is the peak allocated over forward and backward,
+``tol=1e-30`` makes the solve run ``max_iter=depth`` iterations, and adjoint solves a fixed ``bwd_iters``; no
+optimizer step, so every depth sees the same weights. Memory: ``saved_fwd`` / ``saved_bwd``, the bytes autograd
+saves during the forward / the backward (CG's double-backward graphs); on a GPU ``peak``, the peak allocated
 above what was allocated before the step.
 """
 from __future__ import annotations
@@ -19,16 +12,16 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..env import clock
 from ..models import MODELS, build_model
-from ..training.meters import SavedTensorBytes
-from .timing import clock, spread
+from ..training.loop import SavedTensorBytes
+from .report import spread
 
-# label -> (build_model keyword arguments, fixed_point method options). IFT runs without latent
-# batch norm, as the paper's Jacobian-based networks (configs/method/ift.yaml).
 BWD_ITERS = 10
 
 
 def method_table(bwd_iters: int = BWD_ITERS) -> Dict[str, tuple]:
+    """label -> (build_model keyword arguments, method options); IFT without latent batch norm, as the paper."""
     adj = dict(backward_tol=1e-30, backward_max_iter=bwd_iters)
     return {
         "explicit": (dict(implicit=False), {}),
@@ -107,8 +100,7 @@ def run(nets: Sequence[str], methods: Sequence[str], depths: Sequence[int], batc
 
 
 def memory_growth(rows: List[dict], lo: int = 10, hi: int = 200) -> List[dict]:
-    """Memory at depth ``hi`` over depth ``lo`` per net and method (about 1 where memory is constant in
-    depth: JFB and IFT)."""
+    """Memory at depth ``hi`` over depth ``lo`` per net and method."""
     out = []
     by = {(r["net"], r["method"], r["depth"]): r for r in rows}
     for (net, m, d), r in by.items():

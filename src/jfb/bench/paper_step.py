@@ -1,19 +1,10 @@
-"""Whole training steps of the MNIST network at the authors' settings, on real MNIST.
+"""Whole training steps of the MNIST network at the authors' settings (``experiment=paper/mnist``).
 
-Settings (the authors' code; docs/deviations.md): batch 100, Adam lr 2e-4 / wd 1e-6, gamma 0.5, forward tolerance
-0.1 on the authors' per-pixel rule, at most 50 iterations, Lipschitz probe after every step.
-Variants, each from the same seed on the same batches, interleaved batch by batch:
-
-* ``jfb``: the paper's JFB network (latent batch norm);
-* ``ift-cg``: the Jacobian-based step as the authors ran it: no latent batch norm, CG on the
-  normal equations per sample, stopping when each sample's Euclidean normal-equation residual is at
-  most the forward tolerance (0.1), capped at the forward depth (50);
-* ``ift-fixed_point`` / ``ift-anderson``: the same network and adjoint tolerance, other solvers.
-
-A step is split into ``data`` (fetching the batch), ``forward`` (model and loss, holding the solve),
-``backward`` and ``update`` (optimizer step and the Lipschitz probe). Every ``floor_every`` batches
-the JFB step's floor is timed right after it: ``fwd_iters`` applications of R without autograd plus
-one forward-backward of S(R(u, Q(d))): what no implementation of the same step can avoid.
+Variants, from the same seed on the same batches, interleaved: ``jfb``; ``ift-cg``, the Jacobian-based step as
+the authors ran it (per-sample CG); ``ift-picard`` / ``ift-anderson``, other adjoint solvers on the same network.
+Each step is timed as ``forward``, ``backward`` and ``update`` (optimizer and Lipschitz probe). Every
+``floor_every`` batches the JFB step's floor is timed: ``fwd_iters`` applications of R without autograd plus one
+forward-backward of S(R(u, Q(d))), what no implementation of the step can avoid.
 """
 from __future__ import annotations
 
@@ -23,31 +14,31 @@ import torch
 import torch.nn.functional as F
 
 from ..data import build_loaders
-from .. import paper
-from ..models import build_model
+from ..env import clock
 from ..models.blocks import latent_bn_policy
-from ..training.optimizers import make_optimizer
-from .timing import clock, spread
+from ..training import load
+from ..training.config import compose
+from ..training.run import build_network
+from .report import spread
 
-# The authors' MNIST settings (src/jfb/paper/mnist.py, as the presets): JFB, and the Jacobian-based step
-# with their CG (per sample, from the right-hand side, per-sample stopping norm); the other adjoint
-# solvers replace CG on the same network and stopping norm.
-_IFT = paper.fixed_point_options("mnist", "ift")
+_BATCH_CG = ("method.options.cg_scope=batch", "method.options.cg_start=g")
 VARIANTS = {
-    "jfb": ({}, paper.fixed_point_options("mnist", "jfb")),
-    "ift-cg": (dict(latent_bn=False), dict(_IFT, backward="cg")),
-    "ift-fixed_point": (dict(latent_bn=False), dict(_IFT, backward="picard", cg_scope="batch", cg_start="g")),
-    "ift-anderson": (dict(latent_bn=False), dict(_IFT, backward="anderson", cg_scope="batch", cg_start="g")),
+    "jfb": ("method=jfb",),
+    "ift-cg": ("method=ift",),
+    "ift-picard": ("method=ift", "method.options.backward=picard", *_BATCH_CG),
+    "ift-anderson": ("method=ift", "method.options.backward=anderson", *_BATCH_CG),
 }
 
 
-def make(variant: str, device: torch.device, seed: int = 0, channels_last: bool = True):
-    kw, opts = VARIANTS[variant]
+def config(variant: str, *overrides: str):
+    return load(compose(["experiment=paper/mnist", *VARIANTS[variant], *overrides]))
+
+
+def make(variant: str, device: torch.device, seed: int = 0):
+    cfg = config(variant)
     torch.manual_seed(seed)
-    model = build_model("mnist", fixed_point_options=opts, channels_last=channels_last, **kw)
-    model = model.to(device).train()
-    return model, make_optimizer(model.parameters(), {"name": "adam", "lr": paper.value("mnist", "lr"),
-                                                      "weight_decay": paper.value("mnist", "weight_decay")})
+    model = build_network(cfg, device).train()
+    return model, cfg.optimizer.make(model.parameters())
 
 
 def train_step(model, opt, x, y, device, t: Dict[str, List[float]]):
@@ -92,7 +83,7 @@ def run(data_dir: Optional[str], batches: int, device: torch.device, variants: S
     floor: List[float] = []
     floor_ratio: List[float] = []
     it = iter(train)
-    # warm-up on a batch outside the measured ones, on copies so the runs start untouched
+    # warm-up on copies, so the measured runs start untouched
     x0, y0 = next(iter(train))
     for v in variants:
         m, o = make(v, device, seed)
@@ -112,22 +103,25 @@ def run(data_dir: Optional[str], batches: int, device: torch.device, variants: S
                 floor_ratio.append((times[v]["forward"][-1] + times[v]["backward"][-1]) / f)
         if (b + 1) % 25 == 0:
             log(f"  paper step: {b + 1}/{batches} batches")
-    result = {"batches": batches, "source": source, "settings": {k: paper.value("mnist", k) for k in (
-        "tol", "max_iter", "residual", "stop", "batch_size", "lr", "weight_decay", "gamma")}, "data_ms": spread(data_ms),
-              "variants": {}}
+    cfg = config("jfb")
+    result = {"batches": batches, "source": source, "data_ms": spread(data_ms), "variants": {},
+              "settings": {"tol": cfg.solver.tol, "max_iter": cfg.solver.max_iter, "residual": cfg.solver.residual,
+                           "stop": cfg.solver.stop, "batch": cfg.trainer.batch_size, "lr": cfg.optimizer.lr,
+                           "weight_decay": cfg.optimizer.weight_decay, "gamma": cfg.model.gamma}}
     for v in variants:
         t = times[v]
         step = [a + b_ + c for a, b_, c in zip(t["forward"], t["backward"], t["update"])]
-        result["variants"][v] = {
+        r = result["variants"][v] = {
             "forward_ms": spread(t["forward"]), "backward_ms": spread(t["backward"]), "update_ms": spread(t["update"]),
             "step_ms": spread(step), "step_mean_ms": sum(step) / len(step),
             "step_with_data_mean_ms": (sum(step) + sum(data_ms)) / len(step),
             "fwd_iters_mean": sum(iters[v]) / len(iters[v]),
             "bwd_iters_mean": (sum(bwd_iters[v]) / len(bwd_iters[v])) if bwd_iters[v] else None,
         }
-        log(f"  paper step {v:16s} step {result['variants'][v]['step_ms']['median']:7.1f} ms (median), "
-            f"fwd iters {result['variants'][v]['fwd_iters_mean']:.1f}, bwd iters {result['variants'][v]['bwd_iters_mean']}")
+        log(f"  paper step {v:16s} step {r['step_ms']['median']:7.1f} ms (median), "
+            f"fwd iters {r['fwd_iters_mean']:.1f}, bwd iters {r['bwd_iters_mean']}")
     if floor:
         result["floor"] = {"floor_ms": spread(floor), "step_over_floor": spread(floor_ratio),
-                           "what": "JFB forward+backward over (fwd_iters no-grad R + one forward-backward of S(R(u, Q(d))))"}
+                           "what": "JFB forward+backward over (fwd_iters no-grad R + one forward-backward of "
+                                   "S(R(u, Q(d))))"}
     return result

@@ -1,19 +1,9 @@
-"""Adjoint (backward) solves for the implicit-function-theorem gradient.
+"""Adjoint (backward) solves for the implicit-function-theorem gradient (the paper's eq. 13-14).
 
-At the fixed point z* = f(z*), with A = df/dz and the incoming gradient g = dl/dz, the exact gradient
-uses w solving ``(I - A^T) w = g``, i.e. ``w = g + A^T w`` (the paper's eq. 13-14 with
-J = I - A). The solvers:
-
-* ``cg``: conjugate gradient on the normal equations ``J J^T x = J g`` (x = w), as the paper did
-  following Liao et al. 2018. ``scope="batch"`` runs one CG over the whole batch, which stays
-  correct when samples are coupled (batch norm in train mode inside f); ``scope="sample"`` is the
-  authors' per-sample CG, valid only when samples are independent.
-* ``picard``, ``anderson``, ``broyden``: the forward solvers of :mod:`jfb.core.solvers` applied
-  to ``w <- g + A^T w`` from w = g.
-
-Products: ``A^T v`` is one vector-Jacobian product through the graph of ``z_out = f(z_in)``;
-``A v`` uses the double-backward trick (differentiate ``A^T u`` with respect to ``u``) on a graph
-built once per backward pass.
+At z* = f(z*), with A = df/dz and the incoming gradient g = dl/dz, the exact gradient uses w solving
+``(I - A^T) w = g``. ``cg`` runs conjugate gradient on the normal equations, as the paper did following Liao
+et al. 2018; ``picard``, ``anderson`` and ``broyden`` apply a forward solver to ``w <- g + A^T w`` from w = g.
+``A^T v`` is one vector-Jacobian product; ``A v`` differentiates ``A^T u`` with respect to u (double backward).
 """
 from __future__ import annotations
 
@@ -57,9 +47,8 @@ class JacobianProducts:
         if self._u is None:
             with torch.enable_grad():
                 self._u = torch.zeros_like(self.z_out, requires_grad=True)
-                (self._ATu,) = torch.autograd.grad(
-                    self.z_out, self.z_in, self._u, create_graph=True, retain_graph=True, allow_unused=True
-                )
+                (self._ATu,) = torch.autograd.grad(self.z_out, self.z_in, self._u, create_graph=True, retain_graph=True,
+                                                   allow_unused=True)
         self.count += 1
         if self._ATu is None or not self._ATu.requires_grad:
             return torch.zeros_like(v)  # A does not depend on the direction: A = 0
@@ -67,11 +56,9 @@ class JacobianProducts:
         return torch.zeros_like(v) if r is None else r
 
 
-def solve_iterative(
-    g: torch.Tensor, prod: JacobianProducts, tol: float, max_iter: int, residual: str, stop: str, solver: str, **solver_options
-) -> AdjointResult:
-    """``w = g + A^T w`` by a forward solver of :data:`SOLVERS` ("picard", "anderson", "broyden"),
-    starting from w = g (the JFB adjoint)."""
+def solve_iterative(g: torch.Tensor, prod: JacobianProducts, tol: float, max_iter: int, residual: str, stop: str,
+                    solver: str, **solver_options) -> AdjointResult:
+    """``w = g + A^T w`` by the forward solver ``solver``, starting from w = g (the JFB adjoint)."""
 
     def measure(new, old):
         return residual_of(new - old, new, residual, stop)
@@ -81,23 +68,16 @@ def solve_iterative(
     return AdjointResult(res.z, res.iters, res.residual, res.converged, prod.count - start)
 
 
-def solve_cg(
-    g: torch.Tensor, prod: JacobianProducts, tol: float, max_iter: int, residual: str, stop: str, scope: str = "batch",
-    min_iter: int = 1, start: str = "g",
-) -> AdjointResult:
-    """CG on ``J J^T x = J g`` with J = I - A; stops on the normal-equation residual (as the paper),
-    after at least ``min_iter`` iterations.
+def solve_cg(g: torch.Tensor, prod: JacobianProducts, tol: float, max_iter: int, residual: str, stop: str,
+             scope: str = "batch", min_iter: int = 1, start: str = "g") -> AdjointResult:
+    """CG on ``J J^T x = J g`` with J = I - A, stopping on the normal-equation residual (as the paper) after at
+    least ``min_iter`` iterations.
 
-    ``start="g"`` starts from x0 = g (the JFB adjoint); ``start="rhs"`` from x0 = b = J g, the
-    right-hand side itself, as the authors' ``cg_batch`` (its default guess, the identity
-    preconditioner applied to b). ``scope="sample"`` gives each sample its own step lengths; no
-    sample is frozen: all take every step until every sample meets the tolerance, as in
-    ``cg_batch``. With ``scope="sample"``, ``residual="sample"``, ``stop="abs"``, ``start="rhs"``,
-    ``min_iter=1`` this is the authors' algorithm: each iteration is one update of x, the test
-    after it is ``max_i ||b_i - J J^T x_i|| <= tol`` (Euclidean norm over C*H*W per sample), and
-    at least one iteration runs. One difference in rounding only: ``cg_batch`` recomputes
-    ``b - J J^T x`` for the test (two more products per iteration) where this uses the CG
-    recurrence for r, equal to it in exact arithmetic.
+    ``start``: x0 = g (the JFB adjoint) or x0 = b = J g ("rhs", as the authors' ``cg_batch``). ``scope="batch"``
+    runs one CG over the batch (correct when samples are coupled by batch norm); ``"sample"`` gives each sample
+    its own step lengths, all stepping until every sample meets tol. With scope "sample", residual "sample", stop
+    "abs" and start "rhs" this is ``cg_batch`` up to rounding (it recomputes ``b - J J^T x`` where this uses the
+    CG recurrence for r).
     """
     if scope not in ("batch", "sample"):
         raise ValueError(f"cg scope={scope!r} is not one of ('batch', 'sample')")
@@ -122,15 +102,13 @@ def solve_cg(
     rs = dot(r, r)
     res = float(residual_of(r, b, residual, stop))
     it = 0
-    # At least one iteration, as the authors' batched CG: with an absolute tolerance and a
-    # batch-mean loss, g is small enough that the start often meets the tolerance already, which
-    # would make "Jacobian-based" training silently identical to JFB (x0 = g) or to w = J g.
+    # At least one iteration, as cg_batch: with an absolute tol and a batch-mean loss, g often meets tol at the
+    # start, which would make "Jacobian-based" training silently identical to JFB.
     while (res > tol or it < min_iter) and it < max_iter:
         it += 1
         Mp = M(p)
         pMp = dot(p, Mp)
-        # pMp = 0 only when p = 0 (J J^T is positive definite on a contraction): that sample (or
-        # batch) has r = 0 and takes no step; cg_batch gets the same 0 from 0 / 1e-8.
+        # pMp = 0 only when p = 0 (r = 0): no step, as cg_batch's 0 / 1e-8.
         alpha = torch.where(pMp > 0, rs / torch.where(pMp > 0, pMp, torch.ones_like(pMp)), torch.zeros_like(pMp))
         x = x + alpha * p
         r = r - alpha * Mp
@@ -142,5 +120,18 @@ def solve_cg(
     return AdjointResult(x, it, res, res <= tol, prod.count - start_count)
 
 
+def jacobian_penalty(f: Linear, z_star: torch.Tensor, vectors: int = 1) -> torch.Tensor:
+    """Hutchinson's estimate of ``||df/dz||_F^2 / n`` at ``z_star`` (n: elements of the batch), with its graph, for
+    a loss term (Bai, Koltun and Kolter, ICML 2021): ``vectors`` Gaussian draws from the global generator."""
+    z_in = z_star.detach().requires_grad_()
+    with torch.enable_grad():
+        out = f(z_in)
+        total = 0.0
+        for _ in range(vectors):
+            (vjp,) = torch.autograd.grad(out, z_in, torch.randn_like(out), create_graph=True)
+            total = total + vjp.pow(2).sum()
+    return total / (vectors * out.numel())
+
+
 CG_STARTS = ("g", "rhs")
-BACKWARDS = ("cg",) + tuple(SOLVERS)  # CG on the normal equations, or a forward solver on w = g + A^T w
+BACKWARDS = ("cg",) + tuple(SOLVERS)

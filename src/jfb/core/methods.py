@@ -1,32 +1,24 @@
 """Gradient methods for implicit networks, one strategy object each.
 
-Every method receives the operator ``f`` (``T(.; d)`` closing over the data and parameters), the
-starting latent ``z0`` and a :class:`SolveContext` holding the forward solver, and returns the
-network's latent output ``z = f(z*)`` carrying the autograd graph that method wants:
-
-* :class:`JFB`: ``f(z*.detach())``; gradients through exactly one application (paper eq. 16/20).
-* :class:`IFT`: the same output, with the incoming gradient g replaced by the adjoint
-  ``w = (I - A^T)^{-1} g`` (eq. 13-14), A = df/dz at z*.
-* :class:`Neumann`: ``w ~ sum_{i=0..k} (A^T)^i g`` (eq. 22; k = 0 is JFB).
-* :class:`Unrolled`: backpropagation through the plain iterations (all, or the last ``window``
-  applications of f; ``window=1`` is JFB).
-
-Each class declares its options once (``options``, a tuple of :class:`~jfb.core.options.Option`);
-the constructor checks them. No code outside this module branches on a method's name: use
-:func:`make_method`.
+A method gets the operator ``f`` (``T(.; d)``), the start ``z0`` and a :class:`SolveContext`, and returns
+``z = f(z*)`` carrying the graph it wants: :class:`JFB` one application at z* (paper eq. 16/20); :class:`IFT` the
+incoming gradient g replaced by ``w = (I - A^T)^{-1} g`` (eq. 13-14); :class:`Neumann` ``w ~ sum_{i<=k} (A^T)^i g``
+(eq. 22); :class:`Unrolled` backpropagation through the iterations. Each declares its options as a dataclass
+(``Options``); no code outside this module branches on a method's name: use :func:`make_method`.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
 from .adjoint import BACKWARDS, CG_STARTS, JacobianProducts, solve_cg, solve_iterative
-from .norms import RESIDUALS
-from .options import Option, check_schema
-from .solvers import SOLVERS
+from .norms import RESIDUALS, STOPS
+from .options import build, opt, unknown
+from .solvers import SOLVERS, solver_options
 from .stats import SolverStats
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -37,7 +29,6 @@ class SolveContext:
     """The forward solve shared by every method, and where it reports."""
 
     solver: Callable
-    solver_name: str
     tol: float
     max_iter: int
     residual: str
@@ -52,7 +43,10 @@ class SolveContext:
             res = self.solver(f, z0, self.tol, self.max_iter, self.measure, **self.solver_options)
         s = self.stats
         s.fwd_iters, s.fwd_residual, s.fwd_converged = res.iters, res.residual, res.converged
-        s.f_evals += res.evals  # more than iters when picard's check_every ran past the first hit
+        s.f_evals += res.evals
+        s.fwd_low_iters = res.low_iters
+        if res.low_iters is not None:
+            s.info["fwd_low_iters_mean"] = res.low_iters
         return res.z
 
     def apply(self, f: Operator, z: torch.Tensor) -> torch.Tensor:
@@ -61,34 +55,31 @@ class SolveContext:
         return f(z)
 
 
+@dataclass
+class NoOptions:
+    pass
+
+
 class GradientMethod:
-    """A gradient method; subclasses set ``name`` and declare ``options``."""
+    """A gradient method; subclasses set ``name`` and declare ``Options`` (a dataclass)."""
 
     name = "base"
-    options: Tuple[Option, ...] = ()
+    Options: type = NoOptions
 
     def __init__(self, **options):
         for k, v in self.check_options(options).items():
             setattr(self, k, v)
 
     @classmethod
-    def check_options(cls, options: Mapping[str, Any], where: Optional[str] = None) -> Dict[str, Any]:
-        """``options`` validated against the schema and filled with defaults (ValueError otherwise)."""
-        return check_schema(cls.options, options, f"method {cls.name!r}", where)
-
-    @classmethod
-    def summary(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0]
-
-    @classmethod
-    def describe_extra(cls) -> str:
-        return ""
+    def check_options(cls, options: Mapping[str, Any], where: str = "") -> Dict[str, Any]:
+        """``options`` checked against ``Options`` and filled with defaults (``where``: the config node)."""
+        return asdict(build(cls.Options, dict(options), where, f"method {cls.name!r}"))
 
     def __call__(self, f: Operator, z0: torch.Tensor, ctx: SolveContext) -> torch.Tensor:
         raise NotImplementedError
 
-    def check(self, solver: str) -> None:
-        """Raise if this method cannot run with the given forward solver."""
+    def check(self, solver: str, solver_options: Optional[dict] = None) -> None:
+        """Raise if this method cannot run with the given forward solver and its options."""
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -129,110 +120,138 @@ class _AdjointMethod(GradientMethod):
         return out
 
 
+@dataclass
+class IFTOptions:
+    backward: str = opt("cg", "adjoint solver: CG on J J^T x = J g, or a forward solver on w = g + A^T w",
+                        choices=BACKWARDS)
+    backward_tol: Optional[float] = opt(None, "tolerance of the adjoint solve (null: the forward tol)", low=0,
+                                        low_open=True)
+    backward_max_iter: Optional[int] = opt(None, "iteration cap of the adjoint solve (null: the forward max_iter, "
+                                                 "the paper's cap)", low=1)
+    backward_residual: Optional[str] = opt(None, "residual rule of the adjoint solve (null: the forward rule)",
+                                           choices=RESIDUALS)
+    backward_stop: Optional[str] = opt(None, "abs or rel (to the right-hand side) for the adjoint's tolerance (null: "
+                                             "the forward's)", choices=STOPS)
+    cg_scope: str = opt("batch", "batch: one CG over the batch (correct with coupled samples); sample: step lengths "
+                                 "per sample, as the authors' cg_batch", choices=("batch", "sample"))
+    cg_start: str = opt("g", "CG start: g (the JFB adjoint) or rhs (b = J g, as the authors' cg_batch)",
+                        choices=CG_STARTS)
+
+
 class IFT(_AdjointMethod):
     """Exact implicit-function-theorem gradient (the paper's "Jacobian-based" backpropagation)."""
 
     name = "ift"
-
-    options = (
-        Option("backward", str, "cg", "adjoint solver: CG on J J^T x = J g, or a forward solver on w = g + A^T w",
-               choices=BACKWARDS, renamed={"fixed_point": "picard"}),
-        Option("backward_tol", float, None, "tolerance of the adjoint solve (None: the forward tol)",
-               low=0, low_open=True, nullable=True),
-        Option("backward_max_iter", int, None, "iteration cap of the adjoint solve (None: the forward max_iter, "
-               "the paper's cap)", low=1, nullable=True),
-        # "sample" with the forward's "pixel" is the authors' pairing (their CG stops on the Euclidean
-        # norm of each sample's normal-equation residual).
-        Option("backward_residual", str, None, "residual rule of the adjoint solve (None: the forward rule)",
-               choices=RESIDUALS, nullable=True),
-        Option("cg_scope", str, "batch", "batch: one CG over the batch (correct with coupled samples); sample: "
-               "step lengths per sample, as the authors' cg_batch", choices=("batch", "sample")),
-        Option("cg_start", str, "g", "CG start: g (the JFB adjoint) or rhs (b = J g, as the authors' cg_batch)",
-               choices=CG_STARTS),
-    )
+    Options = IFTOptions
 
     @classmethod
-    def check_options(cls, options, where=None):
-        """The own options, plus ``backward_options``: the others, checked against the schema of the
-        backward solver when it is one of :data:`SOLVERS` (none are accepted with "cg")."""
-        own = tuple(o.name for o in cls.options)
+    def check_options(cls, options, where=""):
+        """The own options, plus ``backward_options``: the others, checked as the backward solver's (none for cg)."""
+        own = list(IFTOptions.__dataclass_fields__)
         out = super().check_options({k: v for k, v in options.items() if k in own}, where)
         extra = {k: v for k, v in options.items() if k not in own}
         if out["backward"] in SOLVERS:
-            spec = SOLVERS[out["backward"]]
-            out["backward_options"] = check_schema(spec.options, extra, f"backward solver {spec.name!r} of method "
-                                                   f"{cls.name!r}", where)
+            out["backward_options"] = solver_options(out["backward"], extra, where)
+            if out["backward_options"].pop("precision") != "float32":
+                raise ValueError(f"{where + '.' if where else ''}precision={extra['precision']!r} is invalid for the "
+                                 "adjoint solve of method 'ift': it carries the gradient and stays in float32")
         elif extra:
-            k = next(iter(extra))
-            what = f"{where}.{k} is not an option of method {cls.name!r}" if where else \
-                f"method {cls.name!r} has no option {k!r}"
-            raise ValueError(f"{what} with backward={out['backward']!r}; its options are: {', '.join(own)} (a "
-                             f"solver's options go with backward in {tuple(SOLVERS)})")
+            raise unknown(next(iter(extra)), own, where, f"method {cls.name!r} with backward={out['backward']!r} (a "
+                          f"solver's options go with backward in {tuple(SOLVERS)})")
         else:
             out["backward_options"] = {}
         return out
-
-    @classmethod
-    def describe_extra(cls):
-        return (f"with backward in {tuple(SOLVERS)}, that solver's options are accepted too "
-                "(describe('solver', name))")
 
     def adjoint(self, g, prod, ctx):
         tol = ctx.tol if self.backward_tol is None else self.backward_tol
         max_iter = ctx.max_iter if self.backward_max_iter is None else self.backward_max_iter
         residual = ctx.residual if self.backward_residual is None else self.backward_residual
+        stop = ctx.stop if self.backward_stop is None else self.backward_stop
         if self.backward == "cg":
-            r = solve_cg(g, prod, tol, max_iter, residual, ctx.stop, scope=self.cg_scope, start=self.cg_start)
+            r = solve_cg(g, prod, tol, max_iter, residual, stop, scope=self.cg_scope, start=self.cg_start)
         else:
-            r = solve_iterative(g, prod, tol, max_iter, residual, ctx.stop, self.backward, **self.backward_options)
+            r = solve_iterative(g, prod, tol, max_iter, residual, stop, self.backward, **self.backward_options)
         s = ctx.stats
         s.bwd_iters, s.bwd_residual, s.bwd_converged = r.iters, r.residual, r.converged
         s.bwd_matvecs += r.matvecs
         return r.w
 
 
+@dataclass
+class NeumannOptions:
+    terms: int = opt(1, "k: terms of the series after g (0 is JFB); with random, their mean", low=0)
+    random: str = opt("none", "none: k terms every step; uniform: k drawn from {0, ..., 2k} each step; geometric: k "
+                              "drawn with P(k) = p (1 - p)^k, mean k (stochastic JFB)", choices=("none", "uniform",
+                                                                                                  "geometric"))
+
+
 class Neumann(_AdjointMethod):
-    """Truncated Neumann series ``w = sum_{i=0..k} (A^T)^i g`` (k = terms; k = 0 is JFB)."""
+    """Truncated Neumann series ``w = sum_{i=0..k} (A^T)^i g`` (k = terms; k = 0 is JFB).
+
+    With ``random``, k is drawn from the global torch generator at the start of each backward (after the forward's
+    draws, so a replayed forward draws the same dropout masks); the series is truncated there, not reweighted."""
 
     name = "neumann"
-    options = (Option("terms", int, 1, "k: terms of the series after g (0 is JFB)", low=0),)
+    Options = NeumannOptions
 
     def __call__(self, f, z0, ctx):
-        if self.terms == 0:  # exactly JFB, without building a graph in z
+        if self.terms == 0 and self.random == "none":  # exactly JFB, without building a graph in z
             return JFB()(f, z0, ctx)
         return super().__call__(f, z0, ctx)
 
+    def draw(self) -> int:
+        if self.random == "uniform":
+            return int(torch.randint(0, 2 * self.terms + 1, ()))
+        if self.random == "geometric":  # failures before the first success, success probability 1 / (terms + 1)
+            u = float(torch.rand(()))
+            return int(math.floor(math.log1p(-u) / math.log1p(-1 / (self.terms + 1)))) if self.terms else 0
+        return self.terms
+
     def adjoint(self, g, prod, ctx):
+        k = self.draw()
         w, v = g, g
-        for _ in range(self.terms):
+        for _ in range(k):
             v = prod.vjp(v)
             w = w + v
-        ctx.stats.bwd_iters = self.terms
-        ctx.stats.bwd_matvecs += self.terms
+        ctx.stats.bwd_iters = k
+        ctx.stats.bwd_matvecs += k
+        if self.random != "none":
+            ctx.stats.drawn_terms = k
+            ctx.stats.info["drawn_terms_mean"] = k
         return w
 
 
-class Unrolled(GradientMethod):
-    """Backpropagation through the plain iterations themselves.
+@dataclass
+class UnrolledOptions:
+    window: Optional[int] = opt(None, "differentiate the last k applications of f (null: all of them; 1 is JFB)",
+                                low=1)
+    damping: float = opt(1.0, "lambda of the differentiated steps z <- (1 - lambda) z + lambda f(z) (1: plain; below "
+                              "1 with a window: the phantom gradient of Geng et al. 2021)", low=0, high=1,
+                         low_open=True)
 
-    The iterates are u_0 = z0, u_{k+1} = f(u_k) until the stopping rule holds at u_K, then the
-    output u_{K+1} = f(u_K), as for every method. ``window=None`` differentiates all K+1
-    applications (memory grows with depth); ``window=k`` differentiates only the last k of them:
-    the solve runs without a graph and the last k-1 iterations are recomputed with one (k-1 extra
-    applications of f), so ``window=1`` is JFB. The solve reads the residual every iteration
-    (picard's ``check_every`` is not applied: every iterate matters here).
+
+class Unrolled(GradientMethod):
+    """Backpropagation through the plain iterations u_{k+1} = f(u_k) up to the output u_{K+1} = f(u_K).
+
+    ``window=None`` differentiates all K+1 applications (memory grows with depth); ``window=k`` solves without a
+    graph and recomputes the last k-1 iterations with one, so ``window=1`` is JFB. ``damping=lambda < 1`` (with a
+    window) is the phantom gradient (Geng et al., NeurIPS 2021): ``window`` damped steps
+    ``z <- (1 - lambda) z + lambda f(z)`` from u*. picard's ``check_every`` is not applied.
     """
 
     name = "unrolled"
-    options = (Option("window", int, None, "differentiate the last k applications of f (None: all of them; "
-                      "1 is JFB)", low=1, nullable=True),)
+    Options = UnrolledOptions
 
-    def check(self, solver):
+    def check(self, solver, solver_options=None):
         if solver != "picard":
-            raise ValueError(
-                f"method 'unrolled' differentiates through plain iterations; solver={solver!r} is not "
-                "supported, use solver='picard'"
-            )
+            raise ValueError(f"method 'unrolled' differentiates through plain iterations; solver={solver!r} is not "
+                             "supported, use solver='picard'")
+        if (solver_options or {}).get("precision", "float32") != "float32":
+            raise ValueError("method 'unrolled' differentiates every iteration, so its iterations stay in float32; "
+                             "use solver.options.precision=float32")
+        if self.damping != 1.0 and self.window is None:
+            raise ValueError(f"method 'unrolled': damping={self.damping} damps the differentiated steps from the "
+                             "fixed point (the phantom gradient) and needs window=k; give window")
 
     def __call__(self, f, z0, ctx):
         s = ctx.stats
@@ -247,8 +266,7 @@ class Unrolled(GradientMethod):
             s.fwd_iters, s.fwd_residual, s.fwd_converged = k, res, res <= ctx.tol
             s.bwd_matvecs += k  # a VJP through every application whose input carries a graph
             return ctx.apply(f, z)
-        # Keep the inputs of the last `window` applications (u_{K+1-window} .. u_K) without a graph.
-        recent = deque([z0], maxlen=self.window)
+        recent = deque([z0], maxlen=self.window)  # inputs of the last `window` applications, without a graph
 
         def g(z):
             out = f(z)
@@ -259,6 +277,12 @@ class Unrolled(GradientMethod):
             res = ctx.solver(g, z0, ctx.tol, ctx.max_iter, ctx.measure)
         s.fwd_iters, s.fwd_residual, s.fwd_converged = res.iters, res.residual, res.converged
         s.f_evals += res.iters
+        if self.damping != 1.0:  # the phantom gradient: damped steps from the fixed point
+            z = res.z.detach()
+            for _ in range(self.window):
+                z = (1 - self.damping) * z + self.damping * ctx.apply(f, z)
+            s.bwd_matvecs += self.window - 1
+            return z
         z = recent[0].detach()
         for _ in range(len(recent)):  # len(recent) applications end at u_{K+1}
             z = ctx.apply(f, z)

@@ -1,13 +1,8 @@
-"""Residual measurement for the stopping rules of the forward and adjoint solves.
+"""The stopping rules of the forward and adjoint solves: Algorithm 1's ``||u^{k+1} - u^k|| <= eps``.
 
-The paper's Algorithm 1 stops when ``||u^{k+1} - u^k|| <= eps``. What ``|| . ||`` is over matters:
-
-* ``residual="sample"``: the Euclidean norm of each sample (all non-batch dimensions);
-* ``residual="pixel"``: the authors' rule (``torch.norm(u - u_prev, dim=1)``): the norm over the
-  channel axis at each position, so the test is on the largest per-pixel channel norm.
-
-Either way the stopping value is the largest norm over the batch (and, for ``pixel``, over
-positions). ``stop="rel"`` divides each norm by the matching norm of the new iterate.
+``residual="sample"`` takes the Euclidean norm of each sample; ``"pixel"`` is the authors' rule, the norm over
+channels at each position (``torch.norm(u - u_prev, dim=1)``). The stopping value is the largest norm over the
+batch (and positions); ``stop="rel"`` divides each norm by the matching norm of the new iterate.
 """
 from __future__ import annotations
 
@@ -17,9 +12,7 @@ import torch
 
 RESIDUALS = ("sample", "pixel")
 STOPS = ("abs", "rel")
-
-# Guards the relative rule against an all-zero iterate.
-_REL_EPS = 1e-12
+_REL_EPS = 1e-12  # guards the relative rule against an all-zero iterate
 
 
 def _norms(x: torch.Tensor, residual: str) -> torch.Tensor:
@@ -27,7 +20,7 @@ def _norms(x: torch.Tensor, residual: str) -> torch.Tensor:
         return x.reshape(x.shape[0], -1).norm(dim=1)
     if x.dim() < 2:  # a batch of scalars: nothing to reduce over
         return x.abs()
-    return x.norm(dim=1)  # the authors' rule: over channels at each position
+    return x.norm(dim=1)
 
 
 def check_rule(residual: str, stop: str) -> None:
@@ -56,5 +49,5 @@ def per_sample(delta: torch.Tensor, ref: torch.Tensor, residual: str, stop: str)
 
 
 def residual_of(delta: torch.Tensor, ref: torch.Tensor, residual: str, stop: str) -> torch.Tensor:
-    """The largest residual of ``delta`` (reference ``ref`` for the relative rule), for adjoint solves."""
+    """The largest residual of ``delta`` (reference ``ref`` for the relative rule)."""
     return per_sample(delta, ref, residual, stop).max()

@@ -1,166 +1,161 @@
-"""Option schemas: every solver and gradient method declares its options once, as :class:`Option` s.
+"""Settings declared once, as dataclass fields made by :func:`opt` (type, default, allowed values, doc).
 
-The registries (:data:`jfb.core.solvers.SOLVERS`, :data:`jfb.core.methods.METHODS`) hold each entry's
-schema; :func:`check` validates a dict of options against it (filling the defaults) and
-:func:`describe` prints it, so a config validator asks the registry instead of repeating choices::
-
-    check("solver", "anderson", {"m": 3})  # -> {"m": 3, "lam": 0.0001, "beta": 1.0, "check_every": 1}
-    check("method", "ift", {"backward": "picard"}, where="method.options")
-    print(describe("method", "ift"))
-
-Every error is one line naming the option, the value given and what is allowed.
+Solvers, gradient methods and every node of the run configuration declare their options this way.
+:func:`check` validates an instance, :func:`build` makes one from a mapping; every error is one line naming the
+key, the value and what is allowed, e.g. ``solver.options.m=0 is invalid: expected an integer >= 1 (memory: ...)``.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
-from dataclasses import dataclass, field
+import re
+import typing
 from numbers import Integral, Real
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional
 
-KINDS = ("solver", "method")
-
-_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_NONE = type(None)
 
 
-@dataclass(frozen=True)
-class Option:
-    """One option: its name, type, default, allowed range or choices, and a one-line doc.
-
-    ``low``/``high`` bound numbers (``low_open``/``high_open``: strict); ``choices`` lists the
-    allowed strings; ``nullable`` admits None (its meaning goes in ``doc``); ``renamed`` maps a
-    value no longer accepted to the value that replaced it, for a pointed error message.
-    """
-
-    name: str
-    type: type
-    default: Any
-    doc: str
-    low: Optional[float] = None
-    low_open: bool = False
-    high: Optional[float] = None
-    high_open: bool = False
-    choices: Optional[Tuple[str, ...]] = None
-    nullable: bool = False
-    renamed: Mapping[str, str] = field(default_factory=dict)
-
-    def allowed(self) -> str:
-        """What is allowed, in words: "an integer >= 1", "one of 'g', 'rhs'", ..."""
-        if self.choices is not None:
-            text = "one of " + ", ".join(repr(c) for c in self.choices)
-        else:
-            text = _TYPES[self.type]
-            bounds = []
-            if self.low is not None:
-                bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
-            if self.high is not None:
-                bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
-            if bounds:
-                text += " " + " and ".join(bounds)
-        return text + (" or None" if self.nullable else "")
-
-    def check(self, value: Any, label: str) -> Any:
-        """``value`` converted to the option's type, or ValueError ``"<label>=<value> is invalid: ..."``."""
-        if value is None and self.nullable:
-            return None
-        if self.renamed and isinstance(value, str) and value in self.renamed:
-            new = self.renamed[value]
-            raise ValueError(f"{label}={value!r} is no longer accepted: it is called {new!r} now, "
-                             f"use {self.name}={new!r}")
-        ok = True
-        if self.choices is not None:
-            ok = isinstance(value, str) and value in self.choices
-        elif self.type is bool:
-            ok = isinstance(value, bool)
-        elif self.type is int:
-            ok = isinstance(value, Integral) and not isinstance(value, bool)
-        elif self.type is float:
-            ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value)
-        elif self.type is str:
-            ok = isinstance(value, str)
-        if ok and self.type in (int, float):
-            if self.low is not None:
-                ok = value > self.low if self.low_open else value >= self.low
-            if ok and self.high is not None:
-                ok = value < self.high if self.high_open else value <= self.high
-        if not ok:
-            raise ValueError(f"{label}={value!r} is invalid: expected {self.allowed()}")
-        return self.type(value)
-
-    def line(self) -> str:
-        """One line for :func:`describe`."""
-        return f"{self.name} ({self.allowed()}; default {self.default!r}): {self.doc}"
+def opt(default: Any = dataclasses.MISSING, doc: str = "", *, low: Optional[float] = None,
+        high: Optional[float] = None, low_open: bool = False, high_open: bool = False, choices: tuple = (),
+        pattern: Optional[str] = None, allowed: Optional[str] = None, example: Any = None):
+    """A dataclass field: ``low``/``high`` bound a number or list items (``*_open``: strictly), ``choices`` lists
+    the allowed values, ``pattern`` is a regex a string must match (``allowed`` says it in words), ``example``
+    goes in the error message."""
+    meta = dict(doc=doc, low=low, high=high, low_open=low_open, high_open=high_open, choices=tuple(choices),
+                pattern=pattern, allowed=allowed, example=example)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
-Schema = Sequence[Option]
+def _base(tp):
+    """(the type without Optional, whether None is allowed)"""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union and _NONE in args:
+        rest = [a for a in args if a is not _NONE]
+        return (rest[0] if len(rest) == 1 else Any), True
+    return tp, tp is Any
 
 
-def check_schema(schema: Schema, options: Mapping[str, Any], owner: str, where: Optional[str] = None) -> Dict[str, Any]:
-    """``options`` checked against ``schema`` and filled with the defaults, in schema order.
-
-    ``owner`` names who takes the options in messages ("solver 'anderson'"); ``where`` is the
-    prefix of the option keys in a config ("solver.options"), used in messages when given.
-    """
-    by_name = {o.name: o for o in schema}
-    for k in options:
-        if k not in by_name:
-            known = ", ".join(by_name) or "none"
-            if where:
-                raise ValueError(f"{where}.{k} is not an option of {owner}; its options are: {known}")
-            raise ValueError(f"{owner} has no option {k!r}; its options are: {known}")
-    out = {}
-    for o in schema:
-        label = f"{where}.{o.name}" if where else f"{owner}: {o.name}"
-        out[o.name] = o.check(options[o.name], label) if o.name in options else o.default
-    return out
+def _bounds(m: dict) -> str:
+    parts = []
+    if m.get("low") is not None:
+        parts.append(f"{'>' if m['low_open'] else '>='} {m['low']:g}")
+    if m.get("high") is not None:
+        parts.append(f"{'<' if m['high_open'] else '<='} {m['high']:g}")
+    return " and ".join(parts)
 
 
-def _registry(kind: str) -> Mapping[str, Any]:
-    # Imported here: the registries import this module for Option.
-    if kind == "solver":
-        from .solvers import SOLVERS
-
-        return SOLVERS
-    if kind == "method":
-        from .methods import METHODS
-
-        return METHODS
-    raise ValueError(f"kind={kind!r} is not one of {KINDS}")
-
-
-def names(kind: str) -> Tuple[str, ...]:
-    """The registered names of a kind ("solver" or "method")."""
-    return tuple(_registry(kind))
-
-
-def _entry(kind: str, name: str):
-    reg = _registry(kind)
-    try:
-        return reg[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"{kind}={name!r} is not one of {tuple(reg)}") from None
+def allowed(f: dataclasses.Field, tp) -> str:
+    """What a field allows, in words: "an integer >= 1", "one of abs, rel", "true or false", ..."""
+    m = f.metadata
+    base, nullable = _base(tp)
+    if m.get("allowed"):
+        text = m["allowed"]
+    elif m.get("choices"):
+        text = "one of " + ", ".join(str(c) for c in m["choices"])
+    elif base is bool:
+        text = "true or false"
+    elif typing.get_origin(base) in (list, tuple):
+        item = (typing.get_args(base) or (Any,))[0]
+        text = f"a list of {'integers ' + _bounds(m) if item is int else 'strings' if item is str else 'values'}"
+    else:
+        text = {int: "an integer", float: "a number", str: "a string"}.get(base, "a value")
+        if base in (int, float) and _bounds(m):
+            text += " " + _bounds(m)
+    return text + (" or null" if nullable and base is not Any else "")
 
 
-def schema(kind: str, name: str) -> Tuple[Option, ...]:
-    """The declared options of one solver or method."""
-    return tuple(_entry(kind, name).options)
+def _in_range(v, m: dict) -> bool:
+    if m.get("low") is not None and not (v > m["low"] if m["low_open"] else v >= m["low"]):
+        return False
+    return m.get("high") is None or (v < m["high"] if m["high_open"] else v <= m["high"])
 
 
-def check(kind: str, name: str, options: Optional[Mapping[str, Any]] = None,
-          where: Optional[str] = None) -> Dict[str, Any]:
-    """``options`` of solver or method ``name`` validated and filled with defaults (ValueError otherwise).
+def _valid(v, base, m: dict) -> bool:
+    if m.get("choices"):
+        return v in m["choices"]
+    if base is bool:
+        return isinstance(v, bool)
+    if base is int:
+        return isinstance(v, Integral) and not isinstance(v, bool) and _in_range(v, m)
+    if base is float:
+        return isinstance(v, Real) and not isinstance(v, bool) and not math.isnan(v) and _in_range(v, m)
+    if base is str:
+        return isinstance(v, str) and (m.get("pattern") is None or re.fullmatch(m["pattern"], v) is not None)
+    if typing.get_origin(base) in (list, tuple):
+        item = (typing.get_args(base) or (Any,))[0]
+        return isinstance(v, (list, tuple)) and all(
+            isinstance(x, str) if item is str else
+            (isinstance(x, Integral) and not isinstance(x, bool) and _in_range(x, m)) if item is int else True
+            for x in v)
+    if typing.get_origin(base) is dict or base is dict:
+        return isinstance(v, Mapping)
+    return True
 
-    For a method this includes what its schema delegates (IFT's ``backward`` solver options).
-    """
-    entry = _entry(kind, name)
-    return entry.check_options(dict(options or {}), where=where)
+
+def invalid(label: str, value, f: dataclasses.Field, tp) -> ValueError:
+    """The one-line error for ``label=value`` against field ``f``."""
+    m = f.metadata
+    text = f"{label}={value!r} is invalid: expected {allowed(f, tp)}"
+    if m.get("example") is not None:
+        text += f", e.g. {label}={m['example']}"
+    return ValueError(text + (f" ({m['doc']})" if m.get("doc") else ""))
 
 
-def describe(kind: str, name: str) -> str:
-    """A short text: the entry's one-line doc, then one line per option."""
-    entry = _entry(kind, name)
-    lines = [f"{kind} {name!r}: {entry.summary()}"]
-    lines += [f"  {o.line()}" for o in entry.options] or ["  (no options)"]
-    extra = entry.describe_extra()
-    if extra:
-        lines.append(f"  {extra}")
-    return "\n".join(lines)
+def fields(cls) -> list:
+    """``(field, resolved type)`` of a dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def check(obj, prefix: str = "") -> Any:
+    """Validate every field of the dataclass instance ``obj`` (nested ones too; an int given for a float becomes
+    a float) and return it; errors name ``<prefix><field>`` (e.g. ``"solver.options."``)."""
+    for f, tp in fields(type(obj)):
+        label = prefix + f.name
+        v = getattr(obj, f.name)
+        base, nullable = _base(tp)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            check(v, label + ".")
+            continue
+        if v is None and nullable:
+            continue
+        if not _valid(v, base, f.metadata):
+            raise invalid(label, v, f, tp)
+        if base is float:
+            setattr(obj, f.name, float(v))
+    return obj
+
+
+def unknown(key: str, known, where: str = "", owner: str = "") -> ValueError:
+    """The error for a key the schema does not declare (``where``: the node's path, ``owner``: who takes the
+    options, e.g. "method 'ift'"), naming the nearest known key and the others."""
+    path = f"{where}." if where else ""
+    near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {path}{near[0]}? " if near else ""
+    if owner:
+        head = f"{path}{key} is not an option of {owner}" if where else f"{owner} has no option {key!r}"
+        return ValueError(f"{head}; {hint}{'I' if hint else 'i'}ts options are: {', '.join(known) or 'none'}")
+    return ValueError(f"{path}{key} is not a setting; {hint}{'T' if hint else 't'}he settings"
+                      f"{' of ' + where if where else ''} are: {', '.join(known)}")
+
+
+def build(cls, given: Mapping[str, Any], where: str = "", owner: str = ""):
+    """An instance of dataclass ``cls`` from ``given`` (missing keys take their defaults), checked; errors name
+    ``where.<key>`` or else ``owner``."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    for k in given:
+        if k not in known:
+            raise unknown(k, known, where, owner)
+    return check(cls(**given), f"{where}." if where else f"{owner}: " if owner else "")
+
+
+def describe(cls, title: str) -> str:
+    """A short text: ``title``, then one line per option (what is allowed, the default, the doc)."""
+    lines = [title]
+    for f, tp in fields(cls):
+        lines.append(f"  {f.name} ({allowed(f, tp)}; default {f.default!r}): {f.metadata.get('doc', '')}")
+    return "\n".join(lines if len(lines) > 1 else lines + ["  (no options)"])

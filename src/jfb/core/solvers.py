@@ -1,25 +1,20 @@
-"""Forward fixed-point solvers: plain (Picard) iteration, Anderson acceleration and Broyden's method.
+"""Forward fixed-point solvers for ``z = g(z)`` on a batch: plain (Picard) iteration, Anderson, Broyden.
 
-Each solves ``z = g(z)`` for a batched map ``g`` and is used for the forward solve ``u* = T(u*)``
-(the paper's Algorithm 1) and for adjoint equations ``w = v + A^T w``. None records an autograd
-graph by itself: callers run them under ``torch.no_grad()`` where no graph is wanted.
-
-All share one interface, ``solver(g, z0, tol, max_iter, measure, **options)``: the residual at step
-k is ``g(z_k) - z_k`` measured by ``measure`` (a 0-dim tensor, see :mod:`jfb.core.norms`), the
-solve stops at the first k where it is at most ``tol``, the returned iterate is that ``g(z_k)``,
-and ``max_iter`` caps the number of ``g`` evaluations that count as iterations.
-
-:data:`SOLVERS` maps each name to a :class:`SolverSpec`, which calls like the function and
-declares the solver's options (:mod:`jfb.core.options`).
+They serve the forward solve ``u* = T(u*)`` (the paper's Algorithm 1) and adjoint equations ``w = v + A^T w``.
+One interface, ``solver(g, z0, tol, max_iter, measure, **options)``: the solve stops at the first k where
+``measure(g(z_k), z_k)`` is at most ``tol`` and returns that ``g(z_k)``; ``max_iter`` caps the evaluations of g.
+:data:`SOLVERS` maps each name to a :class:`Solver` that also declares its options.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-from .options import Option, check_schema
+from .options import build, opt
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,6 +27,7 @@ class SolveResult:
     residual: float
     converged: bool
     evals: Optional[int] = None  # evaluations of g actually made (None: equal to iters)
+    low_iters: Optional[int] = None  # of iters, those in a lower precision (solve_mixed)
 
     def __post_init__(self):
         if self.evals is None:
@@ -39,58 +35,22 @@ class SolveResult:
 
 
 def picard(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, check_every: int = 1) -> SolveResult:
-    """Plain fixed-point iteration z_{k+1} = g(z_k) (Algorithm 1 of the paper).
-
-    ``check_every=k`` reads the residual on the host only every k iterations: a GPU then runs k
-    iterations without waiting for the host. The residual is still computed every iteration, on
-    the device, and the iterate at which the tolerance was first met is kept there (a
-    ``torch.where`` on a device flag), so the returned iterate, iteration count, residual and
-    converged flag are bit for bit those of ``check_every=1``. The price: after the tolerance is
-    met, the block of k iterations runs to its end, at most k-1 extra applications of g
-    (reported in ``SolveResult.evals``), and one extra latent-sized buffer.
-    """
-    if check_every == 1:
-        z = z0
-        res = float("nan")
-        for k in range(1, max_iter + 1):
-            z_new = g(z)
-            res = float(measure(z_new, z))
-            z = z_new
-            if res <= tol:
-                return SolveResult(z, k, res, True)
-        return SolveResult(z, max_iter, res, False)
-    if not (isinstance(check_every, int) and check_every >= 1):
-        raise ValueError(f"picard check_every={check_every!r} must be an integer >= 1")
+    """Plain fixed-point iteration z_{k+1} = g(z_k) (Algorithm 1 of the paper). ``check_every``: see :class:`_Stop`."""
+    stop = _Stop(tol, check_every, max_iter, "picard")
     z = z0
-    block_start, block_res = 1, []
-    kept, found = None, None
     for k in range(1, max_iter + 1):
         z_new = g(z)
-        r = measure(z_new, z)
+        hit = stop(k, z_new, measure(z_new, z))
+        if hit is not None:
+            return hit
         z = z_new
-        # Compared in float64 like the host's float(r) <= tol: a float32 comparison would round tol.
-        met = r.to(torch.float64) <= tol
-        if kept is None:
-            kept, found = z, met
-        else:  # keep the first iterate of the block that met tol, else follow the iteration
-            kept = torch.where(found, kept, z)
-            found = found | met
-        block_res.append(r)
-        if k % check_every == 0 or k == max_iter:
-            values = torch.stack(block_res).tolist()  # the only host sync of the block
-            for i, v in enumerate(values):
-                if v <= tol:
-                    return SolveResult(kept, block_start + i, v, True, evals=k)
-            block_start, block_res, kept, found = k + 1, [], None, None
-    return SolveResult(z, max_iter, values[-1], False)
+    return SolveResult(z, max_iter, stop.last, False)
 
 
 class _Stop:
-    """The stopping test of a solve that reads its residual on the host only every ``every``
-    evaluations (as picard's ``check_every``): the residual is computed on the device at every
-    evaluation, the first evaluation that met ``tol`` is kept there (``torch.where`` on a device
-    flag), so the iterate, count, residual and flag returned are bit for bit those of reading every
-    one; up to ``every - 1`` evaluations run past it (``SolveResult.evals``)."""
+    """The stopping test, reading the residual on the host only every ``every`` evaluations (``check_every``) so
+    that a GPU need not wait for it. The first evaluation that met ``tol`` is kept on the device, so the result
+    is bit for bit that of reading every one; up to ``every - 1`` evaluations run past it (``SolveResult.evals``)."""
 
     def __init__(self, tol: float, every: int, max_iter: int, who: str):
         if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
@@ -121,13 +81,8 @@ class _Stop:
 
 
 def _flat_views(z0: torch.Tensor):
-    """``(flatten, unflatten)``: a batch as (B, d) rows in its memory order, and back.
-
-    Per-sample dot products and linear combinations do not depend on the order of a sample's
-    elements, so the accelerated solvers work on rows in memory order: a view, not a copy, for dense
-    layouts such as channels_last, and ``g`` gets its inputs in the caller's layout (a logical
-    ``reshape`` would copy a channels_last latent to NCHW and hand NCHW tensors to the network's
-    convolutions, which run about 1.5x slower on a CPU)."""
+    """``(flatten, unflatten)``: a batch as (B, d) rows in its memory order, and back. A view for channels_last
+    too, so ``g`` keeps the caller's layout (NCHW convolutions run about 1.5x slower on a CPU)."""
     B = z0.shape[0]
     order = [0] + sorted(range(1, z0.dim()), key=lambda i: -z0.stride(i))  # dims, outermost first
     inverse = [order.index(i) for i in range(z0.dim())]
@@ -135,35 +90,15 @@ def _flat_views(z0: torch.Tensor):
     return (lambda z: z.permute(order).reshape(B, -1)), (lambda x: x.view(shape).permute(inverse))
 
 
-def anderson(
-    g: Map,
-    z0: torch.Tensor,
-    tol: float,
-    max_iter: int,
-    measure: Measure,
-    m: int = 5,
-    lam: float = 1e-4,
-    beta: float = 1.0,
-    check_every: int = 1,
-) -> SolveResult:
+def anderson(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, m: int = 5, lam: float = 1e-4,
+             beta: float = 1.0, check_every: int = 1) -> SolveResult:
     """Anderson acceleration (type II) with memory ``m``, one mixing per sample.
 
-    Each step mixes the last ``n = min(k, m + 1)`` evaluations (``m`` residual differences): with
-    residuals ``G_j = g(x_j) - x_j``, weights ``alpha`` summing to 1 minimise ``||sum_j alpha_j G_j||``
-    per sample, and ``x <- beta sum_j alpha_j g(x_j) + (1 - beta) sum_j alpha_j x_j`` (the constrained
-    form of Walker and Ni 2011, equal to the difference form without regularisation). The first step,
-    with one evaluation, is a plain (damped) iteration; the Gram matrix of the stored residuals is
-    updated by one row per step, so a step costs one evaluation of g and O(m) passes over the iterate.
-
-    ``lam`` regularises the least-squares system relative to the newest residual's squared norm, so
-    the method behaves the same whatever the magnitude of the residuals (an absolute ``lam`` would
-    stall it once the residuals fall below ``sqrt(lam)``; a scale set by the largest residual in
-    memory, which may be orders of magnitude older, swamps the newest ones and slowed it down
-    several-fold on the affine test of tests/test_solver_study.py). A sample whose system cannot be
-    solved takes the plain step.
-
-    ``check_every=k`` reads the residual on the host every k evaluations, as picard's: the same
-    result bit for bit, up to k-1 extra evaluations (the iterates do not depend on when the host looks).
+    With residuals ``G_j = g(x_j) - x_j`` of the last ``min(k, m + 1)`` evaluations, weights ``alpha`` summing to
+    1 minimise ``||sum_j alpha_j G_j||`` per sample and ``x <- beta sum_j alpha_j g(x_j) + (1 - beta) sum_j alpha_j
+    x_j`` (Walker and Ni 2011). ``lam`` regularises the system relative to the newest residual's squared norm, so
+    the method behaves alike at every scale (an absolute one stalls below ``sqrt(lam)``; the largest residual in
+    memory swamps the newest ones). A sample whose system cannot be solved takes the plain step.
     """
     if m < 1:
         raise ValueError(f"anderson memory m={m} must be at least 1")
@@ -216,21 +151,14 @@ def anderson(
     return SolveResult(f, max_iter, stop.last, False)
 
 
-def broyden(
-    g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, m: Optional[int] = None
-) -> SolveResult:
-    """Broyden's ("good") method on the residual F(x) = g(x) - x, one inverse Jacobian per sample.
+def broyden(g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure,
+            m: Optional[int] = None) -> SolveResult:
+    """Broyden's ("good") method on F(x) = g(x) - x, one inverse Jacobian per sample, no line search.
 
-    Each sample keeps H ~ (dF/dx)^{-1} as ``-I + sum_j u_j v_j^T`` (H_0 = -I, so the first step is a
-    plain iteration) and steps ``x <- x - H F(x)`` with no line search. After a step dx with
-    residual change dF, the rank-one update ``H <- H + (dx - H dF)(dx^T H) / (dx^T H dF)`` makes H
-    map dF to dx (Sherman-Morrison form of Broyden's update of the Jacobian). A sample whose
-    denominator vanishes relative to its factors skips that update. ``m`` caps the updates kept
-    per sample (None: all, at most max_iter - 1, i.e. 2 * max_iter latent-sized vectors per
-    sample); when full, H restarts from -I. (Each update is built on the previous ones, so
-    overwriting only the oldest, as some DEQ codes do, leaves an H that matches no secant pairs:
-    it diverged on the 12-dimensional linear test of tests/test_core_solvers.py for m <= 16.)
-    On a linear map of dimension n it ends within 2n steps in exact arithmetic (Gay 1979).
+    Each sample keeps H ~ (dF/dx)^{-1} = ``-I + sum_j u_j v_j^T`` (the first step is a plain iteration), steps
+    ``x <- x - H F(x)`` and updates ``H <- H + (dx - H dF)(dx^T H) / (dx^T H dF)`` (skipped where the denominator
+    vanishes). ``m`` caps the updates kept (None: all); when full, H restarts from -I, since dropping only the
+    oldest leaves an H that matches no secant pair (it diverged on tests/test_core_solvers.py's linear test).
     """
     if m is not None and m < 1:
         raise ValueError(f"broyden memory m={m} must be None or at least 1")
@@ -284,65 +212,115 @@ def broyden(
     return SolveResult(out, max_iter, res, False)
 
 
-@dataclass(frozen=True)
-class SolverSpec:
-    """A registered solver: calls like its function, and declares its options once."""
+PRECISIONS = ("float32", "bfloat16", "tf32")
+STALL = 0.9  # the lower-precision stage ends when the residual stops falling below this share of its best
 
+
+@dataclass
+class Precision:
+    precision: str = opt("float32", "arithmetic of the iterations: float32, or bfloat16 / tf32 while the residual "
+                                    "falls, then float32 to the tolerance (the stopping test is always float32's)",
+                         choices=PRECISIONS)
+
+
+def precision_refused(precision: str, device: torch.device) -> Optional[str]:
+    """Why ``device`` cannot iterate in ``precision`` (None: it can)."""
+    kind = torch.device(device).type
+    if precision == "bfloat16" and kind == "cpu" and not (torch.cpu._is_avx512_bf16_supported()
+                                                           or torch.cpu._is_amx_tile_supported()):
+        return "this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX)"
+    if precision == "bfloat16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        return "this GPU has no bfloat16 arithmetic"
+    if precision == "tf32" and (kind != "cuda" or torch.cuda.get_device_capability(device)[0] < 8):
+        return "TF32 needs an NVIDIA GPU of compute capability 8 or more"
+    return None
+
+
+@contextmanager
+def _lower(precision: str, device_type: str):
+    if precision == "bfloat16":
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+        return
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def solve_mixed(solver, g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, precision: str,
+                **options) -> SolveResult:
+    """``solver`` with g in ``precision`` while the residual keeps falling (below ``STALL`` times its best), then in
+    float32 to ``tol``: the iterate and the stopping test stay float32's. ``SolveResult.low_iters``: the first
+    stage's iterations."""
+    if z0.dtype != torch.float32:
+        raise ValueError(f"precision={precision!r} applies to a float32 solve, not {z0.dtype}")
+    best = [math.inf]
+
+    def falling(new, old):  # the residual, or 0 (stop) once it no longer falls
+        r = float(measure(new, old))
+        stalled = r > STALL * best[0]
+        best[0] = min(best[0], r)
+        return torch.zeros(()) if stalled else torch.tensor(r)
+
+    with _lower(precision, z0.device.type):
+        low = solver(lambda z: g(z).float(), z0, tol, max(max_iter - 1, 1), falling, **options)
+    high = solver(g, low.z.float(), tol, max(max_iter - low.iters, 1), measure, **options)
+    return SolveResult(high.z, low.iters + high.iters, high.residual, high.converged, low.evals + high.evals,
+                       low_iters=low.iters)
+
+
+@dataclass
+class PicardOptions(Precision):
+    check_every: int = opt(1, "the host reads the residual every k iterations (k-1 fewer device syncs; same "
+                              "result; up to k-1 extra applications of g)", low=1)
+
+
+@dataclass
+class AndersonOptions(Precision):
+    m: int = opt(5, "memory: past residual differences mixed", low=1)
+    lam: float = opt(1e-4, "regularisation of the least-squares system, relative to its scale", low=0)
+    beta: float = opt(1.0, "mixing: 1 takes the mixed g values, below 1 damps toward the mixed iterates", low=0,
+                      low_open=True)
+    check_every: int = opt(1, "the host reads the residual every k iterations (as picard's)", low=1)
+
+
+@dataclass
+class BroydenOptions(Precision):
+    m: Optional[int] = opt(None, "rank-one updates kept per sample (null: all, at most max_iter - 1); when full, "
+                                 "restart from H = -I", low=1)
+
+
+@dataclass(frozen=True)
+class Solver:
     name: str
     fn: Callable[..., SolveResult]
-    options: Tuple[Option, ...]
+    Options: type
     doc: str
 
-    def __post_init__(self):
-        # inspect.signature(spec) then gives the function's own signature.
-        object.__setattr__(self, "__wrapped__", self.fn)
-        object.__setattr__(self, "__doc__", self.fn.__doc__)
-
-    def __call__(self, g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure, **options) -> SolveResult:
+    def __call__(self, g: Map, z0: torch.Tensor, tol: float, max_iter: int, measure: Measure,
+                 precision: str = "float32", **options) -> SolveResult:
+        if precision != "float32":
+            return solve_mixed(self.fn, g, z0, tol, max_iter, measure, precision, **options)
         return self.fn(g, z0, tol, max_iter, measure, **options)
 
-    def check_options(self, options: Mapping[str, Any], where: Optional[str] = None) -> Dict[str, Any]:
-        return check_schema(self.options, options, f"solver {self.name!r}", where)
 
-    def summary(self) -> str:
-        return self.doc
-
-    def describe_extra(self) -> str:
-        return ""
+SOLVERS: Dict[str, Solver] = {s.name: s for s in (
+    Solver("picard", picard, PicardOptions, "plain fixed-point iteration z <- g(z) (the paper's Algorithm 1)"),
+    Solver("anderson", anderson, AndersonOptions, "Anderson acceleration (type II), one mixing per sample"),
+    Solver("broyden", broyden, BroydenOptions, "Broyden's method with one low-rank inverse Jacobian per sample"),
+)}
 
 
-def _spec(name, fn, doc, *options):
-    return SolverSpec(name, fn, tuple(options), doc)
-
-
-SOLVERS: Dict[str, SolverSpec] = {
-    s.name: s
-    for s in (
-        _spec("picard", picard, "plain fixed-point iteration z <- g(z) (the paper's Algorithm 1)",
-              Option("check_every", int, 1, "the host reads the residual every k iterations (k-1 fewer device "
-                     "syncs; same result; up to k-1 extra applications of g)", low=1)),
-        _spec("anderson", anderson, "Anderson acceleration (type II), one mixing per sample",
-              Option("m", int, 5, "memory: past residual differences mixed", low=1),
-              Option("lam", float, 1e-4, "regularisation of the least-squares system, relative to its scale", low=0),
-              Option("beta", float, 1.0, "mixing: 1 takes the mixed g values, below 1 damps toward the mixed iterates",
-                     low=0, low_open=True),
-              Option("check_every", int, 1, "the host reads the residual every k iterations (as picard's; same "
-                     "result, up to k-1 extra applications of g)", low=1)),
-        _spec("broyden", broyden, "Broyden's method with one low-rank inverse Jacobian per sample",
-              Option("m", int, None, "rank-one updates kept per sample (None: all, at most max_iter - 1); when "
-                     "full, restart from H = -I", low=1, nullable=True)),
-    )
-}
-
-
-def get_solver(name: str) -> SolverSpec:
+def get_solver(name: str) -> Solver:
     try:
         return SOLVERS[name]
     except (KeyError, TypeError):
         raise ValueError(f"solver={name!r} is not one of {tuple(SOLVERS)}") from None
 
 
-def check_solver_options(name: str, options: Optional[Mapping[str, Any]] = None, where: Optional[str] = None) -> dict:
-    """The options of solver ``name`` validated and filled with defaults; ValueError naming the
-    option, the value and what is allowed (or, for an unknown option, the known ones)."""
-    return get_solver(name).check_options(dict(options or {}), where)
+def solver_options(name: str, options: Optional[Mapping[str, Any]] = None, where: str = "") -> dict:
+    """The options of solver ``name`` checked and filled with defaults (``where``: the config node, for errors)."""
+    return asdict(build(get_solver(name).Options, dict(options or {}), where, f"solver {name!r}"))

@@ -1,29 +1,19 @@
-"""Batched, vectorised training-set augmentation on normalised image tensors (B, C, H, W).
+"""Batched training-set augmentation on normalised images (B, C, H, W), matching torchvision's transforms.
 
-Each op has two halves: ``sample`` draws the per-image parameters from a CPU ``torch.Generator``
-(so a given (seed, epoch) gives the same parameters on any device) and ``apply`` applies them to
-the whole batch at once. ``apply`` matches the corresponding torchvision functional op image by
-image (``horizontal_flip``, ``pad`` + ``crop``, ``erase``), and ``sample`` draws from the same
-distribution as the torchvision transform (``RandomHorizontalFlip``, ``RandomCrop(padding=...)``,
-``RandomErasing``), with a different random stream.
-
-The authors' CIFAR-10 pipeline (official code ``cifar_loaders(augment=True)``) is
-RandomHorizontalFlip -> ToTensor -> Normalize -> RandomCrop(32, padding=2, fill=0.449)
--> RandomErasing(p=0.95, scale=(0.1, 0.25), ratio=(0.2, 5), value=ImageNet means).
-The crop fill and the erasing value are applied to *normalised* tensors, as the authors did; the
-flip commutes with the per-channel normalisation, so all ops run after normalising here.
+Each op draws its per-image parameters (``sample``) from a CPU generator, so (seed, epoch) gives the same ones on
+any device, from the same distribution as the torchvision transform, and applies them to the whole batch as
+torchvision's functional op would to each image. All ops run after normalising, as the authors' CIFAR-10 crop
+fill and erasing value assume (the flip commutes with normalisation).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-
-class BatchAugment(Protocol):
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor: ...
+BatchAugment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (images, generator) -> images
 
 
 def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -32,10 +22,7 @@ def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 
 def pad_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, padding: int, fill: float) -> torch.Tensor:
-    """Pad every side by ``padding`` with constant ``fill``, then crop back to (H, W) at (top, left).
-
-    top, left (B,) are integer offsets in [0, 2*padding] into the padded image (torchvision's i, j).
-    """
+    """Pad every side by ``padding`` with ``fill``, then crop (H, W) at offsets (top, left) (B,) in [0, 2*padding]."""
     B, C, H, W = x.shape
     xp = torch.nn.functional.pad(x, (padding,) * 4, mode="constant", value=fill).flatten(2)
     r = torch.arange(H, device=x.device).view(1, H, 1)
@@ -85,12 +72,8 @@ class RandomPadCrop:
 
 @dataclass(frozen=True)
 class RandomErasing:
-    """torchvision ``RandomErasing(p, scale, ratio, value)`` with a fixed per-channel value.
-
-    As torchvision: with probability p, up to 10 attempts draw an area fraction ~ U(scale) and a
-    log aspect ratio ~ U(log ratio); h = round(sqrt(area * r)), w = round(sqrt(area / r)); the first
-    attempt with h < H and w < W is used, at a uniform position; if none fits, nothing is erased.
-    """
+    """torchvision ``RandomErasing(p, scale, ratio, value)`` with a fixed per-channel value: up to ``attempts``
+    draws of area and log aspect ratio, the first that fits at a uniform position, else nothing erased."""
 
     p: float
     scale: tuple[float, float]
@@ -101,9 +84,9 @@ class RandomErasing:
     def sample(self, batch: int, height: int, width: int, g: torch.Generator) -> torch.Tensor:
         """Boxes (B, 4) int64 rows (i, j, h, w); rows not erased are (0, 0, 0, 0)."""
         apply = torch.rand(batch, generator=g) < self.p
-        area = height * width * torch.empty(batch, self.attempts, dtype=torch.float64).uniform_(*self.scale, generator=g)
-        log_r = torch.empty(batch, self.attempts, dtype=torch.float64).uniform_(
-            math.log(self.ratio[0]), math.log(self.ratio[1]), generator=g)
+        draws = torch.empty(batch, self.attempts, dtype=torch.float64)
+        area = height * width * draws.uniform_(*self.scale, generator=g)
+        log_r = torch.empty_like(draws).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]), generator=g)
         r = log_r.exp()
         h = torch.round(torch.sqrt(area * r)).long()
         w = torch.round(torch.sqrt(area / r)).long()

@@ -1,9 +1,7 @@
-"""In-memory loaders: a whole split lives on the device as uint8; batches are normalised (and, for
-training, augmented) there with batched tensor ops, so a training step never waits on data.
+"""In-memory loaders: a split lives on the device as uint8 and batches are normalised (and augmented) there.
 
-Randomness comes from CPU generators seeded by (seed, epoch, stream): shuffling is stream 0 and
-augmentation stream 1, so a resumed epoch replays exactly, and turning augmentation on or off does
-not change the order of the samples.
+Randomness comes from CPU generators seeded by (seed, epoch, stream), shuffling and augmentation apart, so a
+resumed epoch replays exactly and augmentation does not change the order of the samples.
 """
 from __future__ import annotations
 
@@ -18,12 +16,9 @@ from .augment import Compose
 from .sources import load_synthetic, load_torchvision
 from .specs import DatasetSpec, get_spec
 
-DEFAULT_DATA_DIR = "data"
-
-
 def default_data_dir() -> str:
     """The data root: $JFB_DATA_DIR if set, else ``data`` (relative to the working directory)."""
-    return os.environ.get("JFB_DATA_DIR") or DEFAULT_DATA_DIR
+    return os.environ.get("JFB_DATA_DIR") or "data"
 
 
 def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -32,17 +27,15 @@ def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 
 
 class TensorLoader:
-    """Iterates (x, y): x float32 normalised (B, C, H, W), y int64 (B,), both on ``device``.
-
-    ``len()`` is the number of batches; the last, partial batch is kept. ``num_samples`` is the split
-    size. Call ``set_epoch(epoch)`` before each epoch: order and augmentation depend on (seed, epoch).
-    """
+    """Iterates (x, y): x float32 normalised (B, C, H, W), y int64 (B,), on ``device``; the last batch may be
+    partial. Call ``set_epoch(epoch)`` before each epoch: order and augmentation depend on (seed, epoch)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec, batch_size: int,
                  shuffle: bool, augment: Compose | None, seed: int, device: str | torch.device):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.spec, self.batch_size, self.shuffle, self.augment, self.seed = spec, int(batch_size), shuffle, augment, seed
+        self.spec, self.batch_size, self.shuffle, self.augment = spec, int(batch_size), shuffle, augment
+        self.seed = seed
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
@@ -66,7 +59,9 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs = self.num_samples, self.batch_size
-        order = torch.randperm(n, generator=_generator(self.seed, self.epoch, 0)).to(self.device) if self.shuffle else None
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=_generator(self.seed, self.epoch, 0)).to(self.device)
         g_aug = _generator(self.seed, self.epoch, 1)
         for start in range(0, n, bs):
             if order is None:
@@ -91,27 +86,16 @@ SOURCES: dict[str, Callable[[DatasetSpec, str, str, bool, int], tuple[torch.Tens
 }
 
 
-def build_loaders(
-    name: str,
-    source: str = "torchvision",
-    data_dir: str | os.PathLike | None = None,
-    batch_size: int = 100,
-    test_batch_size: int = 400,
-    augment: bool | None = None,
-    svhn_extra: bool = False,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    synthetic_size: tuple[int, int] = (512, 256),
-    verify: bool = True,
-) -> tuple[TensorLoader, TensorLoader]:
+def build_loaders(name: str, source: str = "torchvision", data_dir: str | os.PathLike | None = None,
+                  batch_size: int = 100, test_batch_size: int = 400, augment: bool | None = None,
+                  svhn_extra: bool = False, device: str | torch.device = "cpu", seed: int = 0,
+                  synthetic_size: tuple[int, int] = (512, 256), verify: bool = True
+                  ) -> tuple[TensorLoader, TensorLoader]:
     """Training and test loaders for dataset ``name`` (a key of ``DATASETS``).
 
-    source: "torchvision" reads the real files (never downloads; missing files raise
-    ``DatasetNotFoundError``); "synthetic" makes ``synthetic_size`` = (train, test) random samples.
-    augment: None uses the dataset's default (the authors' augmentation for CIFAR-10 only). It
-    applies to training batches only; the test loader is never shuffled nor augmented.
-    svhn_extra: train on SVHN's 'train' + 'extra' splits. verify: torchvision's MD5 checks of the
-    SVHN and CIFAR-10 files (config ``dataset.verify``); turn off only for files you re-packed yourself.
+    ``source``: "torchvision" reads the real files (never downloads), "synthetic" makes ``synthetic_size`` =
+    (train, test) samples. ``augment`` (training only; None: the dataset's default, on for CIFAR-10 only).
+    ``svhn_extra``: train on SVHN's 'train' + 'extra'. ``verify``: torchvision's MD5 checks.
     """
     spec = get_spec(name)
     if source not in SOURCES:
@@ -140,11 +124,8 @@ def build_loaders(
 
 
 def split_validation(train: TensorLoader, val_size: int, test_batch_size: int) -> tuple[TensorLoader, TensorLoader]:
-    """Hold ``val_size`` training samples out as a validation loader (no shuffling, no augmentation),
-    chosen by a permutation seeded with the loader's seed (the same samples for every method and epoch).
-
-    Model selection reads the validation accuracy, never the test set's (config ``dataset.val_size``;
-    0 in the paper presets, since the authors trained on the whole training set)."""
+    """Hold ``val_size`` training samples out as a validation loader (no shuffling nor augmentation), chosen by
+    the loader's seed, so the same for every method and epoch."""
     n = train.num_samples
     if not 0 < val_size < n:
         raise ValueError(f"dataset.val_size={val_size} is invalid: expected 1 to {n - 1} for a training set of {n} "

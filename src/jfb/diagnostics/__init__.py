@@ -1,19 +1,11 @@
-"""Gradient and contraction diagnostics for implicit models built on :func:`jfb.fixed_point`.
+"""Gradient and contraction diagnostics for any model whose forward calls :func:`jfb.fixed_point`.
 
-JFB's gradient is not the gradient of the loss; the paper's Theorem 0.2 says it is still a descent
-direction when T is contractive in u. These tools measure both sides of that claim for any model
-whose forward calls ``jfb.fixed_point`` (the model needs no change: the calls are intercepted with
-:func:`jfb.core.override_method` and :func:`jfb.core.capture_fixed_points`):
-
-* :func:`exact_gradient`: the exact implicit-function-theorem gradient (eq. 14) of the same batch
-  and loss, with the adjoint solve's iterations, residual and convergence;
-* :func:`compare_gradients`: cosine with the exact gradient over all parameters and per top-level
-  child, norm ratio, descent (cosine > 0);
-* :func:`jacobian_norm`: ``||dT/du||_2`` at u* by power iteration with Jacobian products;
-* :func:`diagnose_step`: all of it in one call between ``loss.backward()`` and
-  ``optimizer.step()``, leaving parameters, gradients, buffers and RNG streams as they were.
-
-Example (a user's own fixed-point model; JFB gradient against the exact one for one batch)::
+JFB's gradient is not the gradient of the loss; the paper's Theorem 0.2 says it is still a descent direction
+when T is contractive in u. These tools measure both sides of that claim, intercepting the model's calls
+(:func:`jfb.core.override_method`, :func:`jfb.core.capture_fixed_points`) so the model needs no change:
+:func:`exact_gradient` (eq. 14 for the same batch and loss), :func:`compare_gradients` (cosines, norm ratio,
+descent), :func:`jacobian_norm` (``||dT/du||_2`` at u*), and :func:`diagnose_step`, all of it between
+``loss.backward()`` and ``optimizer.step()``, leaving the model and RNG streams as they were. Example::
 
     import torch
     import torch.nn.functional as F
@@ -38,9 +30,7 @@ Example (a user's own fixed-point model; JFB gradient against the exact one for 
     report = diagnose_step(model, x, y, F.cross_entropy, start, tol=1e-8, max_iter=100)
     print(report["cos_all"], report["cos_W"], report["norm_ratio"], report["jac_norm"], report["adjoint_converged"])
 
-For the pieces alone: ``exact_gradient(lambda: F.cross_entropy(model(x), y), model.named_parameters())``
-returns the exact gradient per parameter; ``jacobian_norm(record)`` takes a record of
-``jfb.core.capture_fixed_points()``.
+For the pieces alone, see docs/diagnostics.md.
 """
 from .compare import compare_gradients, parameter_groups
 from .exact import AdjointSolve, ExactGradient, ExactIFT, exact_gradient

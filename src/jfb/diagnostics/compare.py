@@ -1,10 +1,5 @@
-"""How close a gradient method's direction is to the exact gradient.
-
-The paper's Theorem 0.2: under contraction, the JFB direction p (eq. 16/20) is a descent direction
-for the loss, i.e. ``<p, dl/dTheta> > 0`` for the gradient-like vector p the optimizer follows the
-negative of. :func:`compare_gradients` measures this for any method: the cosine between its
-gradient and the exact one (eq. 14) over all parameters and per parameter group, the ratio of
-their norms, and ``descent = cosine > 0``.
+"""How close a method's gradient is to the exact one (eq. 14): Theorem 0.2 says that under contraction the JFB
+direction p (eq. 16/20) is a descent direction, ``<p, dl/dTheta> > 0``.
 """
 from __future__ import annotations
 
@@ -18,9 +13,8 @@ Grads = Mapping[str, Optional[torch.Tensor]]
 
 
 def parameter_groups(model: nn.Module) -> Dict[str, List[str]]:
-    """Names of the parameters that require grad, grouped by the top-level attribute holding them:
-    one group per child module (``named_children``; for an ImplicitNet Q, R and S), and one per
-    parameter registered on the model itself."""
+    """Names of the parameters that require grad, grouped by the top-level attribute holding them (for an
+    ImplicitNet Q, R and S)."""
     groups: Dict[str, List[str]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -55,12 +49,9 @@ def _cosine(dot: float, aa: float, bb: float) -> Optional[float]:
 
 
 def compare_gradients(method: Grads, exact: Grads, groups: Optional[Mapping[str, List[str]]] = None) -> dict:
-    """Cosine and norm ratio of two gradients given by parameter name.
-
-    Returns ``cos_all`` (cosine over every name in either), ``norm_ratio`` (``|method| / |exact|``),
-    ``descent`` (``cos_all > 0``) and ``cos_<group>`` for each of ``groups`` (name -> parameter
-    names) in which either has a gradient. A missing gradient (None) counts as zero; a cosine or
-    ratio with a zero (or non-finite) norm is None, as is ``descent`` then.
+    """``cos_all`` (cosine over every name in either), ``norm_ratio`` (``|method| / |exact|``), ``descent``
+    (``cos_all > 0``) and ``cos_<group>`` for each of ``groups`` where either has a gradient. A missing gradient
+    counts as zero; a cosine or ratio with a zero or non-finite norm is None, as is ``descent`` then.
     """
     names = list(dict.fromkeys(list(method) + list(exact)))
     dot, aa, bb = _sums(method, exact, names) or (0.0, 0.0, 0.0)

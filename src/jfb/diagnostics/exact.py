@@ -1,12 +1,8 @@
-"""The exact implicit-function-theorem gradient of a user's loss, for the same batch and loss.
+"""The exact implicit-function-theorem gradient (the paper's eq. 14) of a user's loss, for the same batch.
 
-:func:`exact_gradient` runs the user's forward once more with every :func:`jfb.fixed_point` call
-switched to :class:`ExactIFT` (:func:`jfb.core.override_method`): the forward solve keeps the
-model's settings, and the backward solves the adjoint equation ``(I - A^T) w = g`` of the paper's
-eq. 13-14 (A = dT/du at u*, g = dl/du) to a tolerance chosen here, with a solver that is right when
-samples are coupled through batch statistics: CG on the normal equations over the whole batch, or
-plain iteration. The result is ``dl/dTheta`` of eq. 14 for every parameter, with what the adjoint
-solve reports; a solve that misses its tolerance says so (``converged=False``).
+:func:`exact_gradient` runs the user's forward once more with every :func:`jfb.fixed_point` call switched to
+:class:`ExactIFT`: the forward solve keeps the model's settings; the adjoint ``(I - A^T) w = g`` (eq. 13-14) is
+solved to a tolerance chosen here, by a solver that is right when batch statistics couple the samples.
 """
 from __future__ import annotations
 
@@ -16,22 +12,37 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
-from ..core.adjoint import JacobianProducts, solve_cg, solve_iterative
+from ..core.adjoint import JacobianProducts
 from ..core.hooks import FixedPointRecord, capture_fixed_points, override_method
 from ..core.methods import IFT
 from ..core.norms import residual_of
-from .checks import check_choice, check_int, check_positive
+from ..core.options import build, opt
 from .state import RNGState, as_rng_state
 
-EXACT_BACKWARDS = ("cg", "picard")
-STOPS = ("rel", "abs")
+_POSITIVE = dict(low=0, low_open=True, high=math.inf, high_open=True)
+
+
+@dataclass
+class Settings:
+    """The diagnostics' arguments, one schema: each function checks those it takes with :func:`checked`."""
+
+    tol: float = opt(1e-8, **_POSITIVE)
+    max_iter: int = opt(500, low=1)
+    power_iters: int = opt(50, low=1)
+    power_tol: float = opt(1e-4, **_POSITIVE)
+    backward: str = opt("cg", choices=("cg", "picard"))
+    stop: str = opt("rel", choices=("rel", "abs"))
+
+
+def checked(**values) -> None:
+    """Raise a one-line ValueError naming the argument, its value and what is allowed."""
+    build(Settings, values)
 
 
 @dataclass
 class AdjointSolve:
-    """One adjoint solve: the Jacobian products it used (on the graph of ``f(z*)``) and its report.
-    ``true_residual`` is ``(I - A^T) w - g`` under the same rule, whatever the solver stopped on
-    (CG stops on the normal equations ``J J^T x = J g``)."""
+    """One adjoint solve: its Jacobian products (on the graph of ``f(z*)``) and report. ``true_residual`` is that
+    of ``(I - A^T) w = g`` whatever the solver stopped on (CG stops on the normal equations)."""
 
     products: JacobianProducts
     iters: int
@@ -41,43 +52,30 @@ class AdjointSolve:
 
 
 class ExactIFT(IFT):
-    """IFT with the adjoint solved to ``tol`` by CG over the whole batch (``backward="cg"``) or by
-    plain iteration ``w <- g + A^T w`` (``"picard"``, needs ``||A|| < 1``), the residual measured
-    per sample (Euclidean) and relative to the right-hand side (``stop="rel"``) or absolute. Each
+    """IFT with the adjoint solved to ``tol`` by CG over the whole batch (``backward="cg"``) or by ``w <- g + A^T w``
+    (``"picard"``, needs ``||A|| < 1``), per-sample residuals relative to g (``stop="rel"``) or absolute. Each
     solve is kept in :attr:`solves`."""
 
     def __init__(self, backward: str = "cg", tol: float = 1e-8, max_iter: int = 500, stop: str = "rel"):
-        check_choice("backward", backward, EXACT_BACKWARDS)
-        check_choice("stop", stop, STOPS)
-        super().__init__(backward="cg", backward_tol=check_positive("tol", tol),
-                         backward_max_iter=check_int("max_iter", max_iter, 1), cg_scope="batch",
-                         backward_residual="sample")
-        self.backward = backward  # adjoint() below solves with it, not IFT's own dispatch
-        self.stop = stop
+        checked(backward=backward, stop=stop, tol=tol, max_iter=max_iter)
+        super().__init__(backward=backward, backward_tol=float(tol), backward_max_iter=max_iter, cg_scope="batch",
+                         backward_residual="sample", backward_stop=stop)
         self.solves: List[AdjointSolve] = []
 
     def adjoint(self, g, prod, ctx):
-        tol, max_iter = self.backward_tol, self.backward_max_iter
-        if self.backward == "cg":
-            r = solve_cg(g, prod, tol, max_iter, "sample", self.stop, scope="batch")
-        else:
-            r = solve_iterative(g, prod, tol, max_iter, "sample", self.stop, "picard")
-        true = float(residual_of(r.w - prod.vjp(r.w) - g, g, "sample", self.stop))
+        w = super().adjoint(g, prod, ctx)
         s = ctx.stats
-        s.bwd_iters, s.bwd_residual, s.bwd_converged = r.iters, r.residual, r.converged
-        s.bwd_matvecs += r.matvecs + 1
-        self.solves.append(AdjointSolve(prod, r.iters, r.residual, r.converged, true))
-        return r.w
+        true = float(residual_of(w - prod.vjp(w) - g, g, "sample", self.backward_stop))
+        s.bwd_matvecs += 1
+        self.solves.append(AdjointSolve(prod, s.bwd_iters, s.bwd_residual, s.bwd_converged, true))
+        return w
 
 
 @dataclass
 class ExactGradient:
-    """What :func:`exact_gradient` returns. ``grads[i]`` is the gradient of ``names[i]`` (None
-    when the loss does not depend on it). The adjoint fields summarise every solve of the pass:
-    the most iterations, the largest residuals, and converged only if every solve met ``tol``
-    (no solve at all, when the loss does not reach any fixed point through a graph: 0, 0.0, True).
-    ``records`` are the captured ``fixed_point`` calls; ``solves`` keep their Jacobian products
-    alive only with ``keep_graph=True`` (call :meth:`release` when done)."""
+    """What :func:`exact_gradient` returns: ``grads[i]`` of ``names[i]`` (None where the loss does not depend on
+    it); the adjoint fields summarise every solve (most iterations, largest residuals, converged only if all
+    met ``tol``). ``solves`` keep their Jacobian products only with ``keep_graph=True`` (then :meth:`release`)."""
 
     names: List[str]
     grads: List[Optional[torch.Tensor]]
@@ -121,39 +119,21 @@ def worst_of(values) -> float:
     return math.nan if any(math.isnan(v) for v in values) else max(values, default=0.0)
 
 
-def _cuda_devices(tensors) -> List[int]:
-    return sorted({t.device.index for t in tensors if t.device.type == "cuda"})
+def exact_gradient(loss_closure: Callable[[], torch.Tensor], params: Params, tol: float = 1e-8, max_iter: int = 500, *,
+                   rng_state: Union[RNGState, torch.Tensor, None] = None, backward: str = "cg", stop: str = "rel",
+                   keep_graph: bool = False) -> ExactGradient:
+    """The exact gradient (eq. 14) of ``loss_closure()`` (the user's forward and scalar loss) w.r.t. ``params``.
 
-
-def exact_gradient(
-    loss_closure: Callable[[], torch.Tensor],
-    params: Params,
-    tol: float = 1e-8,
-    max_iter: int = 500,
-    *,
-    rng_state: Union[RNGState, torch.Tensor, None] = None,
-    backward: str = "cg",
-    stop: str = "rel",
-    keep_graph: bool = False,
-) -> ExactGradient:
-    """The exact gradient (eq. 14) of ``loss_closure()`` with respect to ``params``.
-
-    ``loss_closure()`` runs the user's forward and returns the scalar loss; it is run once, with
-    every ``fixed_point`` call inside it using :class:`ExactIFT` (``backward``, ``tol``,
-    ``max_iter``, ``stop``). It runs under ``torch.random.fork_rng`` started from ``rng_state``
-    (:func:`jfb.diagnostics.rng_state` taken before the pass to compare with, so dropout draws the
-    same masks; None: the current state), so the global RNG streams end where they were. The
-    gradient is taken with ``torch.autograd.grad``: no ``.grad`` is written. The forward itself
-    runs as the model runs it: a model that updates state in training mode (batch-norm running
-    statistics) updates it; :func:`jfb.diagnostics.diagnose_step` restores it.
-
-    ``keep_graph=True`` keeps the forward graph so that ``solves[i].products`` can form more
-    Jacobian products at the same z* (:func:`jfb.diagnostics.jacobian_norm`).
+    The closure runs once, every ``fixed_point`` call in it using :class:`ExactIFT`, under ``fork_rng`` from
+    ``rng_state`` (taken before the pass to compare with, so dropout draws the same masks; None: the current
+    state). No ``.grad`` is written, but state the forward updates (batch-norm running statistics) moves:
+    :func:`jfb.diagnostics.diagnose_step` restores it. ``keep_graph=True`` keeps ``solves[i].products`` usable.
     """
     method = ExactIFT(backward, tol, max_iter, stop)
     names, tensors = named_tensors(params)
     state = None if rng_state is None else as_rng_state(rng_state)
-    devices = state.devices if state is not None else _cuda_devices(tensors)
+    cuda = sorted({t.device.index for t in tensors if t.device.type == "cuda"})
+    devices = state.devices if state is not None else cuda
     with torch.random.fork_rng(devices=devices):
         if state is not None:
             state.restore()
@@ -167,15 +147,9 @@ def exact_gradient(
         grads = torch.autograd.grad(loss.reshape(()), tensors, retain_graph=keep_graph, allow_unused=True)
     solves = method.solves
     return ExactGradient(
-        names=names,
-        grads=list(grads),
-        loss=float(loss.detach()),
-        tol=float(tol),
-        max_iter=max_iter,
+        names, list(grads), float(loss.detach()), float(tol), max_iter,
         adjoint_iters=max((s.iters for s in solves), default=0),
         adjoint_residual=worst_of(s.residual for s in solves),
         adjoint_true_residual=worst_of(s.true_residual for s in solves),
         adjoint_converged=all(s.converged for s in solves),
-        records=list(records),
-        solves=list(solves) if keep_graph else [],
-    )
+        records=list(records), solves=list(solves) if keep_graph else [])

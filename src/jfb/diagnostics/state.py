@@ -1,55 +1,17 @@
-"""What a diagnostic pass must give back untouched: the RNG streams and the model's state.
-
-:func:`rng_state` records the RNG state a training step starts from, so that the diagnostic pass
-can replay the step's forward with the same dropout masks. :class:`ModelState` snapshots a model
-before the pass and restores it after: every buffer (batch-norm running statistics,
-``num_batches_tracked``, spectral-norm vectors) by value, every parameter's ``.grad`` by identity,
-and the plain attributes of every submodule and of the helper objects they hold (for example what
-a contraction control remembers of the last batch, see :mod:`jfb.models.contraction`).
+"""What a diagnostic pass must give back untouched: the RNG streams (:func:`rng_state`, taken before a step so
+the pass replays its dropout masks) and the model's state (:class:`ModelState`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict
 
 import torch
 from torch import nn
 
+from ..env import RNGState, rng_state  # noqa: F401 (re-exported: the state a diagnostic pass starts from)
+
 # Module internals restored through their own entries (parameters, buffers) or not at all (children).
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
-
-
-@dataclass(frozen=True)
-class RNGState:
-    """The CPU generator's state and those of the CUDA devices listed (index, state)."""
-
-    cpu: torch.Tensor
-    cuda: Tuple[Tuple[int, torch.Tensor], ...] = ()
-
-    @property
-    def devices(self) -> List[int]:
-        return [d for d, _ in self.cuda]
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        for d, s in self.cuda:
-            torch.cuda.set_rng_state(s, d)
-
-
-def rng_state(devices: Optional[Sequence] = None) -> RNGState:
-    """The current RNG state: the CPU generator and the CUDA ``devices`` (None: every visible CUDA
-    device, none on a machine without one). Take it right before the training step's forward."""
-    if devices is None:
-        devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else ()
-    indices = [_cuda_index(d) for d in devices]
-    return RNGState(torch.get_rng_state(), tuple((i, torch.cuda.get_rng_state(i)) for i in indices))
-
-
-def _cuda_index(device) -> int:
-    d = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
-    if d.type != "cuda":
-        raise ValueError(f"rng_state devices: {device!r} is not a CUDA device (the CPU state is always kept)")
-    return torch.cuda.current_device() if d.index is None else d.index
 
 
 def as_rng_state(state) -> RNGState:
@@ -80,11 +42,8 @@ def load_buffers(model: nn.Module, buffers: Dict[str, torch.Tensor]) -> None:
 
 def _helper_objects(module: nn.Module):
     """Plain Python objects held by a module (not modules, tensors, containers or callables)."""
-    for v in vars(module).values():
-        if isinstance(v, (nn.Module, torch.Tensor, type, dict, list, tuple, set)) or callable(v) \
-                or not hasattr(v, "__dict__"):
-            continue
-        yield v
+    skip = (nn.Module, torch.Tensor, type, dict, list, tuple, set)
+    return [v for v in vars(module).values() if not (isinstance(v, skip) or callable(v)) and hasattr(v, "__dict__")]
 
 
 def _plain_attrs(obj) -> dict:
@@ -99,12 +58,9 @@ def _restore_attrs(obj, saved: dict) -> None:
 
 
 class ModelState:
-    """A snapshot of ``model`` that :meth:`restore` puts back exactly (see the module docstring).
-
-    Buffers are restored by value into the same tensors (and re-bound if a pass replaced one);
-    ``.grad`` is re-bound to the very tensor it held; attributes are re-bound, and ones added
-    since the snapshot removed, one level deep (modules and the helper objects they hold).
-    """
+    """A snapshot of ``model`` that :meth:`restore` puts back exactly: buffers by value into the same tensors,
+    each ``.grad`` re-bound to the tensor it held, and the plain attributes of every module and of the helper
+    objects it holds (e.g. a contraction control's last batch), ones added since removed."""
 
     def __init__(self, model: nn.Module):
         self.buffers = []

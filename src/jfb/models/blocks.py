@@ -1,22 +1,11 @@
-"""Building blocks shared by the paper's networks, and the latent batch norm policy.
+"""Building blocks of the paper's networks (LeakyReLU(0.1) everywhere, as the authors), and the latent batch norm.
 
-Activations are LeakyReLU(0.1) everywhere, as in the authors' code. The latent dropout of the
-authors' R (``Dropout2d(0.0)``) does nothing and is left out.
-
-Latent batch norm and its running statistics
---------------------------------------------
-R holds ``BatchNorm2d(affine=False)`` layers (JFB and explicit nets). In training mode R is applied
-at every iteration of the fixed-point solve, so a plain batch norm would move its running
-statistics once per iterate (50 or 200 times a batch, mostly towards iterates far from u*), and
-once more per probe of the Lipschitz control. :class:`LatentBatchNorm` does what we want instead:
-the running statistics track the batch statistics **at the fixed point**. Every call in training
-mode normalises with the batch statistics (the operator whose fixed point is solved is the
-train-mode R), but inside :func:`latent_bn_policy` the running statistics move by exactly one
-momentum step per forward, taken from the *last* application of R that ran with autograd enabled:
-the output application ``R(u*, Q(d))`` of every gradient method (the solve runs under
-``torch.no_grad``; unrolled methods apply R with grad several times, and only the last counts).
-Calls under ``no_grad`` and probes (policy ``"frozen"``) never touch them. Outside the context
-the layer is a plain ``BatchNorm2d``.
+R is applied at every iteration of the solve, so a plain batch norm in R would move its running statistics once
+per iterate, mostly towards iterates far from u*. :class:`LatentBatchNorm` makes them track the batch statistics
+at the fixed point instead: in training mode every call normalises with the batch statistics, but inside
+:func:`latent_bn_policy` the running statistics take one momentum step per forward, from the last application
+of R with autograd on (the output application ``R(u*, Q(d))``). Calls under ``no_grad`` and probes never move
+them. The authors' latent ``Dropout2d(0.0)`` does nothing and is left out.
 """
 from __future__ import annotations
 
@@ -28,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NEGATIVE_SLOPE = 0.1
-# LeakyReLU(0.1) applied twice, as the authors' MNIST/SVHN latent blocks do: LReLU_a(LReLU_a(y))
-# is LReLU_{a^2}(y) exactly, so one call with slope 0.01 gives the same map in one pass.
+# The authors' MNIST/SVHN latent blocks apply LeakyReLU(0.1) twice: that is LeakyReLU(0.01), in one pass.
 DOUBLE_NEGATIVE_SLOPE = NEGATIVE_SLOPE * NEGATIVE_SLOPE
 
 BN_POLICIES = ("standard", "fixed_point", "frozen")
@@ -48,13 +36,9 @@ def conv3x3(c_in: int, c_out: int, stride: int = 1, padding: int = 1, bias: bool
 
 
 class LatentBatchNorm(nn.BatchNorm2d):
-    """``BatchNorm2d(affine=False)`` for the latent operator R; see the module docstring.
-
-    ``policy`` is set by :func:`latent_bn_policy`: ``"standard"`` (plain batch norm),
-    ``"fixed_point"`` (one running-statistics step per context, from the last call with grad),
-    ``"frozen"`` (batch statistics, running statistics untouched). Eval mode always uses the
-    running statistics.
-    """
+    """``BatchNorm2d(affine=False)`` for R. ``policy`` (set by :func:`latent_bn_policy`): ``"standard"`` (plain
+    batch norm), ``"fixed_point"`` (one running-statistics step per context, from the last call with grad) or
+    ``"frozen"`` (running statistics untouched). Eval mode always uses the running statistics."""
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=False)
@@ -66,10 +50,8 @@ class LatentBatchNorm(nn.BatchNorm2d):
             return super().forward(x)
         if self.policy == "frozen" or not torch.is_grad_enabled():
             return F.batch_norm(x, None, None, None, None, True, 0.0, self.eps)
-        # policy "fixed_point", with grad: each such call starts from the statistics held before
-        # this forward's first graph-carrying call, so only the last one leaves its step behind.
-        # The update runs on copies: autograd saves the running-statistics tensors it was given,
-        # so the buffers themselves must not be passed and then overwritten by a later call.
+        # "fixed_point" with grad: every such call starts from the statistics held before the first one, so only
+        # the last leaves its step behind. On copies: autograd saves the tensors it was given.
         if self._snapshot is None:
             self._snapshot = (self.running_mean.clone(), self.running_var.clone(), self.num_batches_tracked.clone())
         mean, var, count = (t.clone() for t in self._snapshot)
@@ -100,8 +82,7 @@ def latent_bn_policy(module: nn.Module, policy: str) -> Iterator[None]:
 
 
 class LatentConvPair(nn.Module):
-    """conv3x3 -> LeakyReLU -> conv3x3, the residual branch of every latent block (``latent_convs[i]``
-    in the authors' code, whose convs ``[0]`` and ``[3]`` the Lipschitz control rescales)."""
+    """conv3x3 -> LeakyReLU -> conv3x3, the residual branch of a latent block (the authors' ``latent_convs[i]``)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -113,8 +94,8 @@ class LatentConvPair(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block with option-A shortcut (subsample, zero-pad channels), as in the SVHN Q:
-    conv-BN-LReLU-Dropout2d-conv-BN-Dropout2d, add the shortcut, LReLU."""
+    """ResNet basic block of the SVHN Q, conv-BN-LReLU-Dropout2d-conv-BN-Dropout2d, with an option-A shortcut
+    (subsample, zero-pad channels), then LReLU."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1, dropout: float = 0.1):
         super().__init__()

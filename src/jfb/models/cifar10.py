@@ -1,10 +1,5 @@
-"""CIFAR-10 network (the authors' ``CIFAR10_FPN``): 843,430 parameters, latent 35x10x10.
-
-Q: ConstantPad2d(4, 0.449) [32 -> 40], conv7x7 3->35 (replicate padding), LReLU, then 32 residual
-blocks u = BN_{affine=False}(LReLU(u + conv3x3(Dropout2d(0.15)(LReLU(conv3x3(u)))))), with
-AvgPool(2) after blocks 16 and 32 [40 -> 20 -> 10].
-R: :class:`~jfb.models.latent.InputScaledR` with 35 channels, 5 blocks, gamma 0.5.
-S: conv3x3 35->35 stride 2 [10 -> 5], LReLU, Dropout(0.1), flatten 875, Linear(875, 10, no bias).
+"""CIFAR-10 network, the authors' ``CIFAR10_FPN`` (843,430 parameters): 32x32 images, padded to 40x40 and pooled
+twice in Q, to a 35x10x10 latent; R with 5 blocks; S strides to 5x5.
 """
 from __future__ import annotations
 
@@ -13,7 +8,6 @@ from torch import nn
 
 from .blocks import act, conv3x3, lrelu
 from .latent import InputScaledR
-from .. import paper
 from .spec import NetSpec
 
 CHANNELS = 35
@@ -58,10 +52,9 @@ SPEC = NetSpec(
     in_shape=(3, 32, 32),
     latent_shape=(CHANNELS, 10, 10),
     lat_layers=5,
-    gamma=paper.value("cifar10", "gamma"),
+    gamma=0.5,
     num_params=843_430,
     make_Q=CifarQ,
     R_class=InputScaledR,
     make_S=make_S,
-    fixed_point_options=paper.fixed_point_options("cifar10"),
 )

@@ -1,30 +1,9 @@
-"""Contraction control for the latent operator R: one strategy object per choice.
+"""Contraction control for the latent operator R, one strategy object per choice.
 
-The paper builds a scalar gamma into R and otherwise relies on training ("in our experiments we
-found this unnecessary"); the authors' code adds an empirical rescaling. The choices:
-
-* ``"lipschitz"`` (:class:`LipschitzRescale`): the authors' ``normalize_lip_const``, done right.
-  After each optimizer step it estimates the Lipschitz ratio of R in u at the last training batch,
-  ``mean ||R(u+n1, v+n2) - R(u, v+n2)|| / mean ||n1||`` (norms over channels at each position, as
-  the authors; n1, n2 standard Gaussian from the global torch RNG, so a seeded run is reproducible),
-  at that batch's detached fixed point u and v = Q(d). When the ratio exceeds gamma it multiplies
-  the weight and bias of every latent conv by ``(gamma / ratio) ** (1 / lat_layers)``. It returns
-  ``{"lip_rescaled": 0 or 1, "lip_ratio_max": ratio, "lip_factor_min": factor}`` (factor 1.0 when
-  nothing was rescaled).
-  Unlike the authors' code it never runs in eval mode, never runs between the solve and the
-  gradient application of a batch (so u* is always the fixed point of the operator that is
-  differentiated), and its probe passes leave the latent batch-norm running statistics untouched.
-  ``every=k`` (``model.contraction_every``) probes after every k-th training step only (steps 0, k,
-  2k, ... of the run, counted by the trainer, so a resumed run probes where a straight one does);
-  the other steps skip the probe's two applications of R, its noise draws and its one host read.
-  k = 1, the default, is the authors' schedule.
-* ``"spectral"`` (:class:`SpectralNorm`): ``torch.nn.utils.parametrizations.spectral_norm`` on the
-  latent convs (gamma stays inside R). The normalised weight is computed once per forward (one
-  power iteration per training forward) and reused by every application of R in the solve.
-* ``"none"`` (:class:`NoControl`).
-
-None of them guarantees a contraction: the skip connections, the batch norm and the activations
-are not controlled (the same holds for the authors' code).
+The paper builds gamma into R and otherwise relies on training; the authors' code adds an empirical rescaling,
+:class:`LipschitzRescale` ("lipschitz"). :class:`SpectralNorm` ("spectral") puts ``spectral_norm`` on the latent
+convs; :class:`NoControl` ("none") does nothing. None guarantees a contraction: the skip connections, batch norm
+and activations are not controlled (nor are they in the authors' code).
 """
 from __future__ import annotations
 
@@ -64,6 +43,8 @@ class NoControl(ContractionControl):
 
 
 class SpectralNorm(ContractionControl):
+    """Spectral norm on the latent convs (gamma stays in R), computed once per forward and reused by the solve."""
+
     name = "spectral"
 
     def attach(self, R):
@@ -73,19 +54,28 @@ class SpectralNorm(ContractionControl):
     @contextmanager
     def forward_context(self, R):
         with parametrize.cached():
-            # Compute each normalised weight now, with autograd as the caller has it, so the cache
-            # the no_grad solve reuses also carries the graph of the final (gradient) application.
+            # Compute each weight now, with autograd as the caller has it, so that the cache the no_grad solve
+            # reuses also carries the graph of the final (gradient) application.
             for conv in R.latent_convs():
                 conv.weight
             yield
 
 
 class LipschitzRescale(ContractionControl):
+    """The authors' ``normalize_lip_const``, done right.
+
+    After an optimizer step it estimates the Lipschitz ratio of R in u at the last training batch's detached
+    fixed point u and v = Q(d), ``mean ||R(u+n1, v+n2) - R(u, v+n2)|| / mean ||n1||`` (norms over channels, as the
+    authors; Gaussian noise from the global RNG), and when it exceeds gamma multiplies every latent conv by
+    ``(gamma / ratio) ** (1 / lat_layers)``. Unlike the authors' code it never runs in eval mode nor between a
+    batch's solve and its gradient, and leaves the latent batch-norm statistics alone. ``every=k`` probes after
+    steps 0, k, 2k, ... of the run only (1: the authors' schedule).
+    """
+
     name = "lipschitz"
 
     def __init__(self, every: int = 1):
-        if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-            raise ValueError(f"contraction every={every!r} must be an integer >= 1 (probe after every k-th step)")
+        _check_every(every)
         self.every = every
         self._last: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._steps = 0  # the schedule's own count, for callers that pass no step
@@ -93,29 +83,22 @@ class LipschitzRescale(ContractionControl):
     def observe(self, u_star, v):
         self._last = (u_star.detach(), v.detach())
 
-    def due(self, step: Optional[int] = None) -> bool:
-        """Whether the probe runs after step ``step`` (None: the next one by this object's own count)."""
-        if step is None:
-            step = self._steps
-        return step % self.every == 0
-
     @torch.no_grad()
     def after_step(self, R, training, step=None):
         last, self._last = self._last, None
         if not training or last is None:
             return {}
-        due = self.due(step)
-        self._steps = (self._steps if step is None else step) + 1
-        if not due:
+        step = self._steps if step is None else step
+        self._steps = step + 1
+        if step % self.every:
             return {}
         u, v = last
         noise_u = _randn_like(u)
-        noise_v = _randn_like(v)
-        v_noisy = v + noise_v
+        v_noisy = v + _randn_like(v)
         with latent_bn_policy(R, "frozen"):
             dR = (R(u + noise_u, v_noisy) - R(u, v_noisy)).norm(dim=1).mean()
         ratio = float(dR / noise_u.norm(dim=1).mean())  # one host read per probe, after the optimizer step
-        # A diverged solve (inf/nan iterates) gives no usable estimate: report it, change nothing.
+        # A diverged solve gives no usable estimate: report it, change nothing.
         rescale = math.isfinite(ratio) and ratio > R.gamma
         factor = (R.gamma / ratio) ** (1.0 / R.lat_layers) if rescale else 1.0
         if rescale:
@@ -123,15 +106,13 @@ class LipschitzRescale(ContractionControl):
                 conv.weight.mul_(factor)
                 if conv.bias is not None:
                     conv.bias.mul_(factor)
-        # Keys follow the trainer's per-epoch aggregation: plain keys are summed (the number of
-        # rescales), "_max"/"_min" keep the extremes (largest ratio seen, strongest rescale).
+        # The trainer sums plain keys over an epoch and keeps the extremes of "_max" / "_min" ones.
         return {"lip_rescaled": int(rescale), "lip_ratio_max": ratio, "lip_factor_min": factor}
 
 
 def _randn_like(t: torch.Tensor) -> torch.Tensor:
-    """``randn_like`` drawn in logical (NCHW) order, then laid out like ``t``: on a CPU, drawing
-    straight into a channels_last tensor takes ~8x longer (15.6 against 2.0 ms for the MNIST latent
-    of a batch of 100), which made this probe the most expensive part of a training step."""
+    """``randn_like`` drawn in NCHW order, then laid out like ``t``: on a CPU, drawing straight into a channels_last
+    tensor takes ~8x longer, which made this probe the most expensive part of a training step."""
     z = torch.randn(t.shape, dtype=t.dtype, device=t.device)
     if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
         z = z.contiguous(memory_format=torch.channels_last)
@@ -141,15 +122,16 @@ def _randn_like(t: torch.Tensor) -> torch.Tensor:
 CONTRACTIONS = {c.name: c for c in (LipschitzRescale, SpectralNorm, NoControl)}
 
 
+def _check_every(every) -> None:
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+        raise ValueError(f"contraction every={every!r} must be an integer >= 1 (probe after every k-th step)")
+
+
 def make_contraction(name: str, every: int = 1) -> ContractionControl:
-    """The contraction control ``name``; ``every`` is the Lipschitz probe's schedule (the other
-    controls have no probe and ignore it)."""
+    """The contraction control ``name``; ``every`` is the Lipschitz probe's schedule (checked, ignored by others)."""
     try:
         cls = CONTRACTIONS[name]
     except KeyError:
         raise ValueError(f"contraction={name!r} is not one of {tuple(CONTRACTIONS)}") from None
-    if cls is LipschitzRescale:
-        return cls(every=every)
-    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-        raise ValueError(f"contraction every={every!r} must be an integer >= 1")
-    return cls()
+    _check_every(every)
+    return cls(every=every) if cls is LipschitzRescale else cls()

@@ -1,15 +1,8 @@
-"""The latent operators R(u, v) of the paper's networks (v = Q(d), so T(u; d) = R(u, Q(d))).
+"""The latent operators R(u, v) of the paper's networks (v = Q(d), T(u; d) = R(u, Q(d))), gamma built in.
 
-Two shapes of R appear in the authors' code; both build the contraction factor gamma into R:
-
-* :class:`OutputScaledR` (MNIST, SVHN): x = u + v; per block x = BN(x + LReLU(LReLU(branch(x))));
-  R = gamma * x. The branch ends with a LeakyReLU and the block applies another one, so the
-  negative slope is 0.01 on that path (kept: it changes the maths).
-* :class:`InputScaledR` (CIFAR-10): x = v + gamma * u; per block x = BN(LReLU(x + branch(x))).
-
-``latent_bn=False`` drops the batch norms (the paper's "Jacobian-based" networks); they are
-``affine=False``, so the parameter count does not change. ``latent_convs()`` lists the convolutions
-that contraction control acts on.
+:class:`OutputScaledR` (MNIST, SVHN): x = u + v; per block x = BN(x + LReLU(LReLU(branch(x)))); R = gamma * x.
+:class:`InputScaledR` (CIFAR-10): x = v + gamma * u; per block x = BN(LReLU(x + branch(x))). ``latent_bn=False``
+drops the (parameter-free) batch norms, as the paper's "Jacobian-based" networks.
 """
 from __future__ import annotations
 
@@ -41,7 +34,7 @@ class LatentOperator(nn.Module):
 
 
 class OutputScaledR(LatentOperator):
-    """MNIST/SVHN latent operator: R(u, v) = gamma * x_L (see the module docstring)."""
+    """MNIST/SVHN: R(u, v) = gamma * x_L."""
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x = u + v
@@ -51,7 +44,7 @@ class OutputScaledR(LatentOperator):
 
 
 class InputScaledR(LatentOperator):
-    """CIFAR-10 latent operator: x_0 = v + gamma * u, R(u, v) = x_L (see the module docstring)."""
+    """CIFAR-10: x_0 = v + gamma * u, R(u, v) = x_L."""
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x = v + self.gamma * u

@@ -1,7 +1,7 @@
 """What defines one of the paper's networks: its Q, R and S, shapes, and the authors' settings."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 from torch import nn
@@ -22,8 +22,6 @@ class NetSpec:
     make_S: Callable[[], nn.Module]
     # Modules the authors define but never use, kept only so the parameter count matches theirs.
     make_unused: Optional[Callable[[], nn.Module]] = None
-    # The authors' driver settings for the forward solve (tolerance on the per-pixel channel norm).
-    fixed_point_options: dict = field(default_factory=dict)
 
     def make_R(self, gamma: float, latent_bn: bool) -> LatentOperator:
         return self.R_class(self.latent_shape[0], self.lat_layers, gamma, latent_bn)

@@ -30,10 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from . import diagnostics as diag  # noqa: E402
-from .header import runs_text  # noqa: E402
-from .selection import Record, gap_text, hardware  # noqa: E402
-from .sweeps import DATASET_TITLES, DATASETS, Curve, diagnostics_curves, fig5_curves, fig6_curves  # noqa: E402
+from .records import Record, gap_text, hardware  # noqa: E402
+from .sweeps import DATASETS, Curve, diagnostics_curves, fig5_curves, fig6_curves, title  # noqa: E402
 
 LEGACY = ("fig5.png",)  # the single CIFAR-10 Figure 5 of earlier builds, now fig5_cifar10.png
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
@@ -102,10 +100,10 @@ def plot_accuracy(ax, drawn, x: str, colors: dict[str, str]) -> list[str]:
 
 
 def plot_epoch_times(ax, drawn, colors: dict[str, str]) -> None:
-    """Per curve, every epoch's training-phase time as a dot (all seeds) and their median as a bar."""
+    """Per curve, every epoch's training-phase CPU time as a dot (all seeds) and their median as a bar."""
     labels = []
     for i, (c, done, _) in enumerate(drawn):
-        times = [float(t) for rec in done for t in rec.epoch_values("epoch_time_s")]
+        times = [float(t) for rec in done for t in rec.column("cpu_time_s") or rec.column("epoch_time_s")]
         labels.append(c.label)
         if not times:
             continue
@@ -118,12 +116,21 @@ def plot_epoch_times(ax, drawn, colors: dict[str, str]) -> None:
                     xytext=(0, 6), ha="center", fontsize=6)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=7, rotation=20)
-    ax.set_ylabel("training phase per epoch (s)")
+    ax.set_ylabel("training phase per epoch, CPU s")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3, axis="y")
 
 
+def series_of_checks(r: Record) -> dict:
+    """A run's checks in step order: step, cosine (None where the adjoint solve missed), ‖∂T/∂u‖."""
+    rs = sorted(r.diagnostics or [], key=lambda x: x.get("step", 0))
+    return {"step": [int(x.get("step", 0)) for x in rs], "cos": [x.get("cos_all") for x in rs],
+            "jac": [x.get("jac_norm") for x in rs]}
+
+
 def _subtitle(profile: str, records: list[Record], absent: list[str]) -> str:
+    from .tables import runs_text
+
     sub = f"profile {profile}; {runs_text(records)}; hardware: {hardware(records)}"
     if absent:
         sub += "\nnot shown: " + "; ".join(absent)
@@ -136,19 +143,17 @@ def _colors(curves: list[Curve]) -> dict[str, str]:
 
 def fig5(ctx, profile: str, dataset: str, path: Path) -> Figure:
     curves = fig5_curves(dataset)
-    title = DATASET_TITLES[dataset]
-    name = f"fig5_{dataset}"
+    name, ds_title = f"fig5_{dataset}", title(dataset)
     drawn, absent = _curve_records(ctx, curves)
     if not drawn:
-        return Figure(name, f"Figure 5 ({title}) not drawn: no completed run ({'; '.join(absent)}).", None)
+        return Figure(name, f"Figure 5 ({ds_title}) not drawn: no completed run ({'; '.join(absent)}).", None)
     colors = _colors(curves)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.6))
     plot_accuracy(a1, drawn, "epoch", colors)
     absent += plot_accuracy(a2, drawn, "wall", colors)
-    a2.set_title("wall time: whole epochs with data and test evaluation, runs one after another;\n"
-                 "machine noise is not shown, compare the shapes, not seconds", fontsize=7)
+    a2.set_title("wall time: whole epochs with data and test evaluation", fontsize=7)
     which = "as the paper's Figure 5" if dataset == "cifar10" else "the comparison of the paper's appendix"
-    caption = f"Figure 5 ({title}). JFB against Jacobian-based backpropagation, {which}"
+    caption = f"Figure 5 ({ds_title}). JFB against Jacobian-based backpropagation, {which}"
     records = [r for _, done, _ in drawn for r in done]
     fig.suptitle(f"{caption}\n{_subtitle(profile, records, absent)}", fontsize=8)
     fig.tight_layout()
@@ -168,8 +173,7 @@ def fig6(ctx, profile: str, path: Path) -> Figure:
     plot_accuracy(a1, drawn, "epoch", colors)
     a1.set_title("test accuracy against epoch", fontsize=8)
     plot_epoch_times(a2, drawn, colors)
-    a2.set_title("training-phase time per epoch: every dot an epoch, bar the median.\nRuns made at different "
-                 "times on a shared machine\nare not comparable in seconds", fontsize=7)
+    a2.set_title("training-phase CPU time per epoch: every dot an epoch, bar the median", fontsize=7)
     caption = "Figure 6 (MNIST). Neumann truncations k of the inverse Jacobian (k = 0 is JFB)"
     records = [r for _, done, _ in drawn for r in done]
     fig.suptitle(f"{caption}\n{_subtitle(profile, records, absent)}", fontsize=8)
@@ -194,7 +198,7 @@ def plot_diagnostics(ax_cos, ax_jac, done: list[Record]) -> set[float]:
     the upper axis's floor; gamma (dashed, labelled) and 1 (dotted) on the lower axis. Returns the gammas."""
     lows, highs, gammas, missed = [0.0], [1.1], set(), []
     for rec in sorted(done, key=lambda r: r.seed or 0):
-        s = diag.series(rec)
+        s = series_of_checks(rec)
         style = dict(marker="o", markersize=2.5, linewidth=1, color=seed_color(rec.seed))
         cos = [(x, c) for x, c in zip(s["step"], s["cos"]) if c is not None]
         jac = [(x, j) for x, j in zip(s["step"], s["jac"]) if j is not None]
@@ -205,7 +209,7 @@ def plot_diagnostics(ax_cos, ax_jac, done: list[Record]) -> set[float]:
         if jac:
             ax_jac.plot(*zip(*jac), **style)
             highs.append(1.1 * max(j for _, j in jac))
-        gammas |= {float(r["gamma"]) for r in diag.rows(rec) if r.get("gamma") is not None}
+        gammas |= {float(r["gamma"]) for r in rec.diagnostics or [] if r.get("gamma") is not None}
     floor = min(lows) - 0.08
     ax_cos.set_ylim(floor, 1.05)
     ax_cos.axhline(0.0, color="grey", linewidth=0.8)
@@ -275,10 +279,12 @@ def fig_diagnostics(ctx, profile: str, path: Path) -> Figure:
             ax_cos.set_yticks([])
             ax_jac.axis("off")
     records = [r for _, done, _ in drawn for r in done]
-    missed = any(x.get("cos_all") is None for r in records for x in diag.rows(r))
+    missed = any(x.get("cos_all") is None for r in records for x in r.diagnostics or [])
     _diagnostics_legend(fig, sorted({r.seed or 0 for r in records}), missed)
+    from .tables import _diag_settings
+
     fig.suptitle(f"{DIAG_CAPTION}\n{_subtitle(profile, records, absent)}\ndiagnostics (from the records): "
-                 f"{diag.settings_text(records)}", fontsize=8)
+                 f"{_diag_settings(records)}", fontsize=8)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.45 / height + 0.03, top=1 - 1.1 / height)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,92 +1,90 @@
-"""Build Tables 1-3 and the gradient-diagnostics table (markdown and CSV), Figures 5-6 and the
-diagnostics figure from run records.
+"""Tables 1-3, the gradient-diagnostics table and the latent-batch-norm table (markdown and CSV), the figures, and the
+results summaries of the README and docs/results.md, all built from run records by one renderer.
 
     python -m jfb.repro.tables --profile quick [--results-root reproduced] [--seeds "0 1 2"]
+    python -m jfb.repro.tables --docs            # README's summary and docs/results.md from results/<profile>/
 
-reads ``<results-root>/<profile>/runs/*/{summary.json,metrics.jsonl,diagnostics.jsonl}`` and writes
-``table1.md``, ``table2.md``, ``table3.md``, ``table_diagnostics.md`` (each with a ``.csv`` twin),
-``fig5_<dataset>.png``, ``fig6.png``, ``fig_diagnostics.png`` and a ``README.md`` joining them, into
-``<results-root>/<profile>/``. Every number of ours comes from a
-completed run's record; the paper's numbers come from :mod:`jfb.repro.paper_numbers`. A run that is
-missing, failed or unfinished shows as that word, never as a number. The build date is now, or
-``SOURCE_DATE_EPOCH`` when set.
+A table is a list of columns (a title, a getter from a run record, a format, and how runs and epochs combine) and
+rows (a run spec's records, or a paired ratio of two). Notes are text files beside this module (``notes/``); the
+builder adds what only the records can say (a noise caveat when epoch times spread, a baseline that cannot miss).
+Every number of ours comes from a completed run's record; the paper's numbers from the dataset registry
+(``jfb.data.specs``). A run that is missing, failed or unfinished shows as that word, never as a number.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as _dt
 import io
 import json
 import math
 import os
+import re
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
-from . import diagnostics as diag
-from . import paper_numbers as paper
-from .header import built_date, header
-from .selection import Cell, Record, Selection, cell, const_cell, gap_text, load_records, ratio_cell, select
-from .sweeps import (DATASET_TITLES, DATASETS, PROFILES, cg_bn_specs, diagnostics_curves, table1_specs, table2_specs,
-                     table3_specs)
+from ..data import DATASETS as REGISTRY
+from . import config
+from .records import (Cell, Record, Selection, commits, const_cell, epoch_cell, gap_text, hardware, load_records,
+                      ratio_cell, select, spread, versions)
+from .records import cell as seed_cell
+from .sweeps import (DATASETS, PROFILES, cg_bn_specs, diagnostics_curves, table1_specs, table2_specs, table3_specs,
+                     title)
 
-MANIFEST = "sweep.json"  # written by jfb.repro.reproduce: seeds and datasets skipped for want of data
+MANIFEST = "sweep.json"  # written by jfb.repro.reproduce: seeds, datasets skipped for want of data, run names
 LOCAL_ROOT = "reproduced"  # this machine's results (git ignores it)
 REFERENCE_ROOT = "results"  # the committed reference results (other hardware)
-
+NOTES = Path(__file__).parent / "notes"
 NO_VAL_SPLIT = "n/a: no validation split (dataset.val_size=0)"
+NO_DIAGNOSTICS = "not run: no diagnostics.every for this profile"
+NOISY = 0.25  # a time column whose epochs spread by more than this share of their median gets a caveat
 
 
-# ---------------------------------------------------------------- number formats
+# ---------------------------------------------------------------- formats (value, and the mean it is the std of)
 
-def fmt_acc(x: float, ref: float | None = None) -> str:
+def fmt_acc(x, ref=None):
     return f"{x:.2f}"
 
 
-def fmt_params(x: float, ref: float | None = None) -> str:
+def fmt_int(x, ref=None):
     return f"{int(round(x)):,}"
 
 
-def fmt_time(x: float, ref: float | None = None) -> str:
-    """Seconds: one decimal as the paper from 10 s up, more below (smoke runs take fractions of a
-    second). ``ref`` (the mean, when ``x`` is its std) sets the decimals so both read alike."""
+def fmt_time(x, ref=None):
+    """Seconds: one decimal from 10 s up, more below (smoke runs take fractions of a second)."""
     r = abs(x if ref is None else ref)
     return f"{x:.{1 if r >= 10 else 2 if r >= 0.1 else 3}f}"
 
 
-def fmt_mb(x: float, ref: float | None = None) -> str:
+def fmt_1(x, ref=None):
     return f"{x:.1f}"
 
 
-def fmt_iters(x: float, ref: float | None = None) -> str:
-    return f"{x:.1f}"
-
-
-def fmt_pct(x: float, ref: float | None = None) -> str:
+def fmt_pct(x, ref=None):
     return f"{x:.0f} %"
 
 
-def fmt_cos(x: float, ref: float | None = None) -> str:
-    """Four decimals; six where four would round to 1 (a Jacobian-based gradient's cosine)."""
-    r = abs(x if ref is None else ref)
-    return f"{x:.{6 if r >= 0.99995 else 4}f}"
+def fmt_cos(x, ref=None):
+    """Four decimals; six where four would round to 1 (a tight implicit gradient's cosine)."""
+    return f"{x:.{6 if abs(x if ref is None else ref) >= 0.99995 else 4}f}"
 
 
-def fmt_norm(x: float, ref: float | None = None) -> str:
+def fmt_norm(x, ref=None):
     return f"{x:.3f}"
 
 
-def fmt_count(x: float, ref: float | None = None) -> str:
-    """A count: whole numbers as such, a mean over seeds (or its std) with one decimal."""
-    r = x if ref is None else ref
-    return f"{x:.0f}" if float(r).is_integer() and float(x).is_integer() else f"{x:.1f}"
+def fmt_count(x, ref=None):
+    return f"{x:.0f}" if float(x if ref is None else ref).is_integer() and float(x).is_integer() else f"{x:.1f}"
 
 
-def fmt_ratio(x: float, ref: float | None = None) -> str:
+def fmt_ratio(x, ref=None):
     return f"{x:.2f}×"
 
 
-def fmt_sci(x: float, ref: float | None = None) -> str:
+def fmt_sci(x, ref=None):
     """6.0 × 10^6, as the paper prints mat-vec counts."""
     if x == 0:
         return "0"
@@ -97,556 +95,586 @@ def fmt_sci(x: float, ref: float | None = None) -> str:
     return f"{m:.1f} × 10^{e}"
 
 
+def fmt_schedule(x, ref=None):
+    return f"{x[0]} × {x[1] if x[1] is not None else '?'}"
+
+
 # ---------------------------------------------------------------- values read from a record
 
-def v_acc(r: Record):
-    return r.summary.test_acc
+def per_epoch(key: str) -> Callable:
+    """A summed metric per epoch (e.g. products per epoch), from summary.json's total over the epochs."""
+    def value(r: Record):
+        vals = r.column(key)
+        return statistics.fmean(vals) if vals and len(vals) == r.summary.epochs_completed else None
+    return value
 
 
-def v_acc_at_best_val(r: Record):
-    return r.summary.test_acc_at_best_val
+def mean_of(key: str, scale: float = 1.0) -> Callable:
+    return lambda r: scale * statistics.fmean(r.column(key)) if r.column(key) else None
 
 
-def v_best_test_acc(r: Record):
-    return r.summary.best_test_acc
+def worst(key: str, scale: float = 1.0) -> Callable:
+    return lambda r: scale * max(r.column(key)) if r.column(key) else None
 
 
-def v_params(r: Record):
-    return r.summary.params
+def summary(key: str) -> Callable:
+    return lambda r: getattr(r.summary, key)
 
 
-def v_time(r: Record):
-    return r.summary.time_per_epoch_s
+def _diag(values: Callable, need: str = "cosine") -> Callable:
+    """A diagnostics figure of a run's checks; ``need``: what must be there for a number ("file", "checks",
+    "cosine", "norm")."""
+    def value(r: Record):
+        rows = r.diagnostics or []
+        return values(rows)
+    value.need = need
+    return value
 
 
-def v_wall(r: Record):
-    return r.summary.wall_time_per_epoch_s
+def cosines(rows):
+    return [x["cos_all"] for x in rows if x.get("cos_all") is not None]
 
 
-def v_peak_gpu(r: Record):
-    return r.summary.peak_memory_mb
+def norms(rows):
+    return [x["jac_norm"] for x in rows if x.get("jac_norm") is not None]
 
 
-def v_peak_rss(r: Record):
-    return r.summary.peak_rss_mb
+def why_no_diagnostics(r: Record, need: str) -> Optional[str]:
+    if r.diagnostics is None:
+        return "no diagnostics.jsonl"
+    if need != "file" and not r.diagnostics:
+        return "no check ran"
+    if need == "cosine" and not cosines(r.diagnostics):
+        return "no cosine: every check's adjoint solve missed diagnostics.tol"
+    return None
 
 
-def v_saved_fwd(r: Record):
-    return r.summary.saved_for_backward_mb
+# ---------------------------------------------------------------- the table model
 
+@dataclass(frozen=True)
+class Col:
+    """A column: ``text`` columns show a row's own words; the others a value of each record (``get``) combined
+    over the seeds (``over="seeds"``: mean ± std), over every epoch (``"epochs"``: median [min–max] of a
+    metrics.jsonl column named ``get``) or as one property (``"const"``); ``ratio``: the value of a ratio row."""
 
-def v_saved_bwd(r: Record):
-    return r.summary.saved_in_backward_mb
-
-
-def v_saved_total(r: Record):
-    a, b = v_saved_fwd(r), v_saved_bwd(r)
-    return None if a is None or b is None else a + b
-
-
-def v_fwd_iters(r: Record):
-    return r.summary.fwd_iters_mean
-
-
-def v_matvecs_per_epoch(r: Record):
-    total, epochs = r.summary.jac_matvecs, r.summary.epochs_completed
-    if total is None or not epochs:
-        return None
-    return float(total) / float(epochs)
-
-
-def v_eval_iters_mean(r: Record):
-    """Evaluation-mode forward iterations, mean over the epochs' evaluations."""
-    vals = r.epoch_values("eval_fwd_iters_mean")
-    return statistics.fmean(vals) if vals else None
-
-
-def v_eval_iters_max(r: Record):
-    vals = r.epoch_values("eval_fwd_iters_max")
-    return max(vals) if vals else None
-
-
-def v_eval_capped_pct(r: Record):
-    """Share of evaluation batches whose solve hit max_iter, in the worst epoch (%)."""
-    vals = r.epoch_values("eval_capped_frac")
-    return 100.0 * max(vals) if vals else None
-
-
-# ---------------------------------------------------------------- tables
-
-@dataclass
-class Column:
     key: str
     title: str
-    ours: bool = False  # a Cell column: the CSV gets mean, std, n and note
+    get: object = None
+    fmt: Callable = fmt_1
+    over: str = "seeds"
+    na: str = "n/a"
+    ratio: bool = False
+
+
+@dataclass
+class Row:
+    cells: dict  # key -> text, for the text columns
+    sel: Optional[Selection] = None
+    pair: Optional[tuple] = None  # (numerator, denominator, names): a paired ratio row
 
 
 @dataclass
 class Table:
     name: str
     title: str
-    columns: list[Column]
-    rows: list[dict]
-    notes: list[str]
-    records: list[Record]  # the completed records behind the numbers of ours (for the header)
-    header_rows: list[tuple[str, str]] = field(default_factory=list)  # added to the header's rows
+    cols: list
+    rows: list
+    notes: list
+    header_rows: list = field(default_factory=list)
 
-    def markdown_body(self) -> str:
-        lines = ["| " + " | ".join(c.title for c in self.columns) + " |",
-                 "|" + "|".join("---" for _ in self.columns) + "|"]
+    @property
+    def records(self) -> list:
+        out = []
         for row in self.rows:
-            lines.append("| " + " | ".join(_text(row.get(c.key, "")) for c in self.columns) + " |")
+            for r in (row.sel.completed() if row.sel else []):
+                if r not in out:
+                    out.append(r)
+        return out
+
+    def cells(self) -> list:
+        """Every row as key -> text or Cell."""
+        out = []
+        for row in self.rows:
+            cells = dict(row.cells)
+            for c in self.cols:
+                if c.key in cells or c.get is None:
+                    continue
+                if row.pair is not None:
+                    cells[c.key] = ratio_cell(row.pair[0], row.pair[1], c.get, fmt_ratio, row.pair[2]) if c.ratio else ""
+                elif row.sel is not None:
+                    cells[c.key] = _cell(row.sel, c)
+            out.append(cells)
+        return out
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(c.title for c in self.cols) + " |", "|" + "---|" * len(self.cols)]
+        for cells in self.cells():
+            lines.append("| " + " | ".join(_text(cells.get(c.key, "")) for c in self.cols) + " |")
         return "\n".join(lines)
 
-    def text_rows(self) -> list[list[str]]:
-        """The cells as shown (for W&B tables)."""
-        return [[_text(row.get(c.key, "")) for c in self.columns] for row in self.rows]
-
-    def csv_text(self) -> str:
-        header_row = []
-        for c in self.columns:
-            header_row += [c.key, f"{c.key}_std", f"{c.key}_n", f"{c.key}_note"] if c.ours else [c.key]
+    def csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header_row)
-        for row in self.rows:
-            out = []
-            for c in self.columns:
-                v = row.get(c.key, "")
-                if c.ours:
-                    if isinstance(v, Cell):
-                        out += [_num(v.mean), _num(v.std), v.n if v.mean is not None else "", v.note]
-                    else:
-                        out += ["", "", "", _text(v)]
+        w.writerow([k for c in self.cols for k in ((c.key,) if c.get is None else (c.key, f"{c.key}_std",
+                                                                                       f"{c.key}_n", f"{c.key}_note"))])
+        for cells in self.cells():
+            row = []
+            for c in self.cols:
+                v = cells.get(c.key, "")
+                if c.get is None:
+                    row.append(_num(v.value) if hasattr(v, "value") else _text(v))
+                elif isinstance(v, Cell):
+                    row += [_num(v.mean), _num(v.std), v.n if v.mean is not None else "", v.note]
                 else:
-                    out.append(_num(v.value) if isinstance(v, paper.Quoted) else _text(v))
-            w.writerow(out)
+                    row += ["", "", "", _text(v)]
+            w.writerow(row)
         return buf.getvalue()
 
 
+def _cell(sel: Selection, c: Col) -> Cell:
+    need = getattr(c.get, "need", None)
+    if need is not None:  # a diagnostics figure: a completed run without it says why in words
+        whys = {r.seed: w for r in sel.completed() if (w := why_no_diagnostics(r, need)) is not None}
+        if whys:
+            text = gap_text({**sel.gaps(), **whys}, sel.seeds)
+            return Cell(text, note=text)
+    if c.over == "epochs":
+        return epoch_cell(sel, c.get, c.fmt)
+    if c.over == "const":
+        return const_cell(sel, c.get, c.fmt)
+    return seed_cell(sel, c.get, c.fmt, c.na)
+
+
 def _text(v) -> str:
-    if isinstance(v, Cell):
-        return v.text
-    if isinstance(v, paper.Quoted):
-        return v.text
-    return str(v)
+    return v.text if isinstance(v, Cell) or hasattr(v, "text") else str(v)
 
 
 def _num(x) -> str:
     return "" if x is None else repr(float(x))
 
 
+def note(name: str) -> list:
+    """The notes of ``notes/<name>.md``: one per paragraph."""
+    text = (NOTES / f"{name}.md").read_text()
+    return [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+
+
 @dataclass
 class Context:
-    """What every builder needs: the records, the expected seeds and the datasets without data."""
+    """What every builder needs: the records, the expected seeds, the datasets without data, the last sweep's
+    run folders and the profile's diagnostics setting."""
 
-    records: list[Record]
-    seeds: tuple[int, ...]
-    skipped: dict[str, str]  # dataset -> reason it was not run (e.g. "no data")
-    preferred: set[str] = field(default_factory=set)  # run folders the last sweep launched
-    diagnostics_every: int | None = None  # diagnostics.every of the profile's diagnostics runs (None: none)
+    records: list
+    seeds: tuple
+    skipped: dict = field(default_factory=dict)
+    preferred: set = field(default_factory=set)
+    diagnostics_every: Optional[int] = None
 
     def select(self, spec) -> Selection:
         reason = self.skipped.get(spec.dataset)
-        return select(self.records, spec, self.seeds, f"missing: {reason}" if reason else "missing", self.preferred)
+        seeds = self.seeds if spec.all_seeds else self.seeds[:1]
+        return select(self.records, spec, seeds, f"missing: {reason}" if reason else "missing", self.preferred)
 
 
-def _used(*sels: Selection) -> list[Record]:
-    return [r for s in sels for r in s.completed()]
+SCHEDULE = Col("schedule", "Epochs × batches (ours)", lambda r: r.schedule(), fmt_schedule, over="const")
+ACC = [Col("acc", "Test acc. % after the last epoch (ours)", summary("test_acc"), fmt_acc),
+       Col("acc_val", "Test acc. % at the best validation epoch (ours)", summary("test_acc_at_best_val"), fmt_acc,
+           na=NO_VAL_SPLIT),
+       Col("acc_best_test", "Best test acc. % over epochs (test-set selection, as the authors; not ours)",
+           summary("best_test_acc"), fmt_acc)]
+CPU = Col("cpu", "CPU s/epoch, training phase: median [min–max] (ours)", "cpu_time_s", fmt_time, "epochs", ratio=True)
+WALL = Col("time", "Wall s/epoch, training phase: median [min–max] (ours)", "epoch_time_s", fmt_time, "epochs",
+           ratio=True)
+WHOLE = Col("wall", "Whole epoch s: data, training, test evaluation (ours; the authors' timing)", "wall_time_s",
+            fmt_time, "epochs", ratio=True)
+EVAL = [Col("eval_iters", "Eval fwd iterations, mean (ours)", mean_of("eval_fwd_iters_mean")),
+        Col("eval_capped", "Eval batches capped at max_iter, worst epoch (ours)", worst("eval_capped_frac", 100),
+            fmt_pct)]
 
 
-def _run_name(r: Record) -> str:
-    s = r.summary
-    bn = "" if s.latent_bn is None else f", latent BN {'on' if s.latent_bn else 'off'}"
-    return f"{DATASET_TITLES.get(s.dataset, s.dataset)} {s.method_label}{bn}, seed {s.seed}"
+def caveats(table_rows: list, cols: list) -> list:
+    """A noise caveat for every time column whose epochs spread widely, and the pairs of unequal runs."""
+    out = []
+    for c in cols:
+        if c.over != "epochs":
+            continue
+        wide = [(row.cells.get("method", ""), s) for row in table_rows if row.sel
+                for s in [spread(row.sel, c.get)] if s is not None and s > NOISY]
+        if wide:
+            worst_row, s = max(wide, key=lambda x: x[1])
+            out.append(f"⚠ Noise: the epochs of {len(wide)} row(s) spread by more than {NOISY:.0%} of their median in "
+                       f"\"{c.title}\" (up to {s:.0%}, {worst_row}): the machine's load varied. Medians and the paired "
+                       f"ratios of medians are shown, never means; read them with that spread.")
+    return out
 
 
-def solver_notes(records: list[Record]) -> list[str]:
-    """A warning when any run's evaluation solves hit max_iter; a note when runs did not record them."""
-    notes, seen = [], set()
-    capped, unrecorded = [], []
+def solver_warnings(records: list) -> list:
+    capped = []
     for r in records:
-        if r.path in seen:
-            continue
-        seen.add(r.path)
-        if not any("eval_capped_frac" in m for m in r.metrics):
-            unrecorded.append(_run_name(r))
-            continue
-        worst = v_eval_capped_pct(r)
-        if worst:
-            epochs = [str(m["epoch"]) for m in r.metrics if m.get("eval_capped_frac")]
-            capped.append(f"{_run_name(r)} (up to {worst:.0f} % of evaluation batches; epoch {', '.join(epochs)})")
-    if capped:
-        notes.append("⚠ WARNING: evaluation solves hit solver.max_iter without meeting solver.tol in: "
-                     + "; ".join(capped) + ". The test accuracies of these runs come partly from unconverged "
-                     "fixed points (eval mode: running batch-norm statistics).")
-    if unrecorded:
-        notes.append("Evaluation-mode solver statistics are not in the records of: " + "; ".join(unrecorded)
-                     + " (records written before the trainer recorded them).")
-    return notes
+        worst_share = worst("eval_capped_frac", 100)(r)
+        if worst_share:
+            capped.append(f"{title(r.summary.dataset)} {r.summary.method_label}, seed {r.seed} (up to "
+                          f"{worst_share:.0f} % of evaluation batches)")
+    return [f"⚠ Evaluation solves hit solver.max_iter without meeting solver.tol in: {'; '.join(capped)}; those test "
+            "accuracies come partly from unconverged fixed points."] if capped else []
 
 
-ACC_NOTES = [
-    "Accuracy (ours) is the test accuracy after the last epoch: no model selection. \"At the best validation "
-    "epoch\" is the test accuracy of the epoch with the best accuracy on a validation split held out of the "
-    "training set (dataset.val_size > 0); without one it reads \"" + NO_VAL_SPLIT + "\".",
-    "\"Best test epoch\" is the best test accuracy over the epochs: model selection on the test set, as the "
-    "authors kept their weights. It is shown for comparison with the paper only and is not our result.",
-]
-
-
-def _acc_cols() -> list[Column]:
-    return [Column("acc", "Test acc. % after the last epoch (ours)", True),
-            Column("acc_val", "Test acc. % at the best validation epoch (ours)", True),
-            Column("acc_best_test", "Best test acc. % over epochs (test-set selection, as the authors; not ours)",
-                   True)]
-
-
-def _acc_cells(sel: Selection) -> dict:
-    return {"acc": cell(sel, v_acc, fmt_acc), "acc_val": cell(sel, v_acc_at_best_val, fmt_acc, na=NO_VAL_SPLIT),
-            "acc_best_test": cell(sel, v_best_test_acc, fmt_acc)}
-
+# ---------------------------------------------------------------- the tables
 
 def table1(ctx: Context) -> Table:
-    cols = [Column("dataset", "Dataset"), Column("method", "Method"), Column("source", "Source"),
-            Column("paper_size", "Size (paper)"), Column("paper_acc", "Acc. % (paper)"),
-            Column("params", "Params (ours)", True), *_acc_cols()]
-    quoted = {"params": "—", "acc": "—", "acc_val": "—", "acc_best_test": "—"}
-    rows, used = [], []
+    cols = [Col("dataset", "Dataset"), Col("method", "Method"), Col("source", "Source"),
+            Col("paper_size", "Size (paper)"), Col("paper_acc", "Acc. % (paper)"),
+            Col("params", "Params (ours)", summary("params"), fmt_int, over="const"), SCHEDULE, *ACC]
+    rows = []
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table1_specs(ds).items()}
-        used += _used(*sels.values())
-        paper_rows = [r for r in paper.TABLE1 if r.dataset == ds]
-        if not any(r.ours == "explicit" for r in paper_rows):
-            # CIFAR-10: the paper's explicit row is ResNet-56 from He et al.; ours is the twin.
-            rows.append({"dataset": DATASET_TITLES[ds], "method": "Explicit twin (not in the paper)",
-                         "source": "run", "paper_size": "—", "paper_acc": "—",
-                         "params": const_cell(sels["explicit"], v_params, fmt_params), **_acc_cells(sels["explicit"])})
-        for pr in paper_rows:
-            row = {"dataset": DATASET_TITLES[ds], "method": pr.method, "paper_size": pr.size, "paper_acc": pr.acc}
-            if pr.ours is None:
-                row.update(source=f"quoted from {pr.source}, not run", **quoted)
+        paper = REGISTRY[ds].paper
+        printed = paper.table1 if paper else ()
+        if not any(r[3] == "explicit" for r in printed):  # CIFAR-10's paper row is ResNet-56: ours is the twin
+            rows.append(Row({"dataset": title(ds), "method": "Explicit twin (not in the paper)", "source": "run",
+                             "paper_size": "—", "paper_acc": "—"}, sels["explicit"]))
+        for method, size, acc, ours, source in printed:
+            base = {"dataset": title(ds), "method": method, "paper_size": size, "paper_acc": acc}
+            if ours is None:
+                rows.append(Row({**base, "source": f"quoted from {source}, not run",
+                                 **{c.key: "—" for c in cols[5:]}}))
             else:
-                row.update(source="run", params=const_cell(sels[pr.ours], v_params, fmt_params),
-                           **_acc_cells(sels[pr.ours]))
-            rows.append(row)
-    notes = [
-        "Rows marked \"run\" are regenerated from our run records beside the paper's numbers; the other "
-        "rows are the literature numbers the paper quoted, shown as quoted and not run.",
-        *paper.SOURCES.values(),
-        *ACC_NOTES,
-        "The paper gives no error bars or number of runs.",
-        "CIFAR-10 runs use the fixed-point tolerance 1e-4 of the paper's Figure 5 (as the Table 2 JFB run).",
-        *solver_notes(used),
-    ]
-    return Table("table1", "Table 1. Test accuracy and network size", cols, rows, notes, used)
+                rows.append(Row({**base, "source": "run"}, sels[ours]))
+    t = Table("table1", "Table 1. Test accuracy and network size", cols, rows, [])
+    t.notes = note("table1") + solver_warnings(t.records)
+    return t
 
 
-T2_NAMES = {"ift": "Jacobian-based (IFT, CG; no latent BN)", "jfb": "JFB (latent BN)"}
+def _describe(r: Record) -> str:
+    """What a Jacobian-based run ran, from its own settings."""
+    o = r.setting("method.options", {}) or {}
+    if r.summary.method != "ift":
+        return r.summary.method_label or "?"
+    if not o:  # a record without its settings (no identity.json, no config.yaml): say so, claim nothing
+        return f"{r.summary.method_label or 'ift'}: settings not recorded"
+    scope = "per sample, as the authors" if o.get("cg_scope") == "sample" else "over the whole batch"
+    start = "from the right-hand side" if o.get("cg_start") == "rhs" else "from the JFB adjoint"
+    tol = o.get("backward_tol") or r.setting("solver.tol", r.summary.tol)
+    stop = o.get("backward_stop") or r.setting("solver.stop")
+    tol = "?" if tol is None else f"{tol:g}"
+    return f"{o.get('backward', 'cg').upper()} {scope}, {start}, to {'relative ' if stop == 'rel' else ''}{tol}"
+
+
+def _settings_text(sel: Selection) -> str:
+    descs = sorted({_describe(r) for r in sel.completed()})
+    return "; ".join(descs) if descs else "—"
 
 
 def table2(ctx: Context) -> Table:
-    cols = [Column("dataset", "Dataset"), Column("method", "Method"),
-            Column("paper_time", "Time/epoch s (paper; whole epoch)"), Column("paper_matvecs", "𝒥 mat-vecs (paper)"),
-            Column("paper_acc", "Acc. % (paper)"),
-            Column("time", "Training phase s/epoch (ours)", True),
-            Column("wall", "Whole epoch s: data, training, test evaluation (ours; the authors' timing)", True),
-            Column("matvecs", "𝒥 mat-vecs/epoch (ours)", True),
-            *_acc_cols(),
-            Column("eval_iters", "Eval fwd iterations, mean over epochs (ours)", True),
-            Column("eval_iters_max", "Eval fwd iterations, max (ours)", True),
-            Column("eval_capped", "Eval batches capped at max_iter, worst epoch (ours)", True)]
-    rows, used = [], []
-    blank = {"matvecs": "", "acc": "", "acc_val": "", "acc_best_test": "", "eval_iters": "", "eval_iters_max": "",
-             "eval_capped": "", "paper_matvecs": "", "paper_acc": ""}
+    products = Col("matvecs", "𝒥 products/epoch, ours: every J and Jᵀ product × batch", per_epoch("jac_matvecs"),
+                   fmt_sci)
+    authors = Col("authors_unit", "The same in the authors' unit: CG iterations × batch", per_epoch("bwd_iter_samples"),
+                  fmt_sci)
+    cols = [Col("dataset", "Dataset"), Col("method", "Method"), Col("settings", "Adjoint solve (from the records)"),
+            Col("paper_time", "Time/epoch s (paper; whole epoch)"),
+            Col("paper_matvecs", "𝒥 mat-vecs (paper; unit not stated, see notes)"), Col("paper_acc", "Acc. % (paper)"),
+            SCHEDULE, CPU, WALL, WHOLE, products, authors,
+            Col("bwd_iters", "Adjoint iterations per batch, mean (ours)", mean_of("bwd_iters_mean")), *ACC, *EVAL]
+    rows, notes = [], []
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table2_specs(ds).items()}
-        used += _used(*sels.values())
+        printed = (REGISTRY[ds].paper.table2 if REGISTRY[ds].paper else {}) or {}
+        names = {"ift": "Jacobian-based (IFT; no latent BN)", "jfb": "JFB (latent BN)"}
         for key in ("ift", "jfb"):
-            pr = paper.table2_row(ds, key)
-            sel = sels[key]
-            rows.append({"dataset": DATASET_TITLES[ds], "method": T2_NAMES[key], "paper_time": pr.time_per_epoch_s,
-                         "paper_matvecs": pr.matvecs, "paper_acc": pr.acc,
-                         "time": cell(sel, v_time, fmt_time), "wall": cell(sel, v_wall, fmt_time),
-                         "matvecs": cell(sel, v_matvecs_per_epoch, fmt_sci), **_acc_cells(sel),
-                         "eval_iters": cell(sel, v_eval_iters_mean, fmt_iters),
-                         "eval_iters_max": cell(sel, v_eval_iters_max, fmt_iters),
-                         "eval_capped": cell(sel, v_eval_capped_pct, fmt_pct)})
-        speedup = paper.table2_speedup(ds)
-        ratio = {k: ratio_cell(sels["ift"], sels["jfb"], v, fmt_ratio, "Jacobian-based", "JFB")
-                 for k, v in (("time", v_time), ("wall", v_wall))}
-        rows.append({"dataset": DATASET_TITLES[ds], "method": "Speed-up of JFB (time ratio, paired per seed)",
-                     "paper_time": paper.Quoted(fmt_ratio(speedup), speedup), **ratio, **blank})
-    notes = [
-        "What is compared, as in the paper: JFB on the network with batch norm inside the latent operator "
-        "(latent BN) against Jacobian-based backpropagation on the network without it, which Jacobian-based "
-        "training needs. The two rows are not the same network or settings, so the speed-up mixes the gradient "
-        "method with the batch norm; Table 3 compares the methods on one network.",
-        f"Paper: {paper.PAPER_HARDWARE}. Seconds do not carry across hardware; the speed-up ratio does "
-        "(ours: per seed, Jacobian-based time over JFB time, then mean ± std). The paper's speed-up is computed "
-        "from its printed times.",
-        "Two time definitions, each with its own speed-up. Training phase: the training loop only, device "
-        "synchronised, evaluation and warm-up excluded (how we measure). Whole epoch: wall time of the whole epoch "
-        "including data loading and test evaluation, as the authors timed their epochs; the paper's column is "
-        "this kind of time.",
-        "Jacobian-based: the implicit-function-theorem gradient by conjugate gradients on the normal "
-        "equations, CG iterations capped at the forward depth.",
-        "Mat-vecs: products with 𝒥 per epoch, counted per sample (batched products × batch size, as the "
-        "authors' code counts). Whether the paper's column is per epoch or per run is not stated.",
-        *ACC_NOTES,
-        "Eval fwd iterations: forward solver iterations in eval mode (running batch-norm statistics) on the test "
-        "set; capped: share of evaluation batches whose solve stopped at solver.max_iter.",
-        *solver_notes(used),
-    ]
-    return Table("table2", "Table 2. Jacobian-based backpropagation against JFB", cols, rows, notes, used)
+            time, mv, acc = printed.get(key, ("—", "—", "—"))
+            rows.append(Row({"dataset": title(ds), "method": names[key], "settings": _settings_text(sels[key]) if
+                             key == "ift" else "none", "paper_time": time, "paper_matvecs": mv, "paper_acc": acc},
+                            sels[key]))
+        speedup = (f"{printed['ift'][0].value / printed['jfb'][0].value:.2f}×" if printed else "—")
+        rows.append(Row({"dataset": title(ds), "method": "Speed-up of JFB: Jacobian-based over JFB, ratio of per-epoch "
+                         "medians, paired per seed", "settings": "", "paper_time": speedup},
+                        pair=(sels["ift"], sels["jfb"], ("Jacobian-based", "JFB"))))
+        for r in sels["ift"].completed():
+            if r.column("bwd_iters_mean") and set(r.column("bwd_iters_mean")) == {1.0}:
+                notes.append(f"{title(ds)}, seed {r.seed}: the Jacobian-based run's CG met its stopping test after its "
+                             "first iteration on every batch (adjoint iterations 1.0 in every epoch): with the authors' "
+                             "absolute tolerance and small right-hand sides the test is met at once. This is the "
+                             "authors' method as they ran it; Table 3 adds the exact implicit gradient for an equal "
+                             "comparison.")
+    t = Table("table2", "Table 2. Jacobian-based backpropagation against JFB", cols, rows, [])
+    t.notes = note("table2") + notes + caveats(rows, cols) + solver_warnings(t.records)
+    return t
 
 
 def table3(ctx: Context) -> Table:
-    cols = [Column("dataset", "Dataset"), Column("method", "Method"),
-            Column("acc", "Test acc. % after the last epoch", True),
-            Column("time", "Training phase s/epoch", True),
-            Column("saved", "Saved for backward MB: forward + backward (sum)", True),
-            Column("saved_fwd", "Saved for backward MB: in the forward", True),
-            Column("saved_bwd", "Saved MB: during the backward", True),
-            Column("peak", "GPU peak allocated MB (GPU runs)", True),
-            Column("rss", "CPU peak resident memory MB (process, CPU runs)", True),
-            Column("fwd_iters", "Train fwd iterations (mean)", True),
-            Column("eval_iters", "Eval fwd iterations (mean)", True),
-            Column("eval_iters_max", "Eval fwd iterations (max)", True),
-            Column("eval_capped", "Eval batches capped, worst epoch", True)]
-    names = {"jfb": "JFB", "ift": "Jacobian-based (IFT, CG)", "unrolled": "Unrolled (backprop through the iterations)"}
-    rows, used = [], []
+    cols = [Col("dataset", "Dataset"), Col("method", "Method"), Col("settings", "Adjoint solve (from the records)"),
+            SCHEDULE, Col("acc", "Test acc. % after the last epoch", summary("test_acc"), fmt_acc), CPU, WALL,
+            Col("saved_fwd", "Saved for backward MB: in the forward", summary("saved_for_backward_mb")),
+            Col("saved_bwd", "Saved MB: during the backward", summary("saved_in_backward_mb")),
+            Col("peak", "GPU peak allocated MB (GPU runs)", summary("peak_memory_mb")),
+            Col("rss", "CPU peak resident memory MB (process, CPU runs)", summary("peak_rss_mb")),
+            Col("fwd_iters", "Train fwd iterations (mean)", summary("fwd_iters_mean")),
+            Col("bwd_iters", "Adjoint iterations per batch (mean)", mean_of("bwd_iters_mean"))]
+    names = {"jfb": "JFB", "ift": "Jacobian-based (the authors' CG)", "ift_exact": "Exact implicit gradient",
+             "unrolled": "Unrolled (backprop through the iterations)"}
+    rows = []
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table3_specs(ds).items()}
-        used += _used(*sels.values())
-        for key, sel in sels.items():
-            rows.append({"dataset": DATASET_TITLES[ds], "method": names[key],
-                         "acc": cell(sel, v_acc, fmt_acc), "time": cell(sel, v_time, fmt_time),
-                         "saved": cell(sel, v_saved_total, fmt_mb), "saved_fwd": cell(sel, v_saved_fwd, fmt_mb),
-                         "saved_bwd": cell(sel, v_saved_bwd, fmt_mb),
-                         "peak": cell(sel, v_peak_gpu, fmt_mb), "rss": cell(sel, v_peak_rss, fmt_mb),
-                         "fwd_iters": cell(sel, v_fwd_iters, fmt_iters),
-                         "eval_iters": cell(sel, v_eval_iters_mean, fmt_iters),
-                         "eval_iters_max": cell(sel, v_eval_iters_max, fmt_iters),
-                         "eval_capped": cell(sel, v_eval_capped_pct, fmt_pct)})
-    notes = [
-        "Beyond the paper, which measures no memory. All three methods train the same network, the one "
-        "without latent batch norm that Jacobian-based training needs, with the same settings.",
-        "Saved for backward, in the forward: bytes of the tensors autograd saves for the backward pass during "
-        "the forward (saved_tensors_hooks; any device), the largest training step of the run. During the "
-        "backward: bytes of the tensors saved while the backward runs (e.g. the graph conjugate gradients "
-        "differentiates through in an adjoint solve), largest step. The sum adds the two maxima. Constant in "
-        "depth for JFB and IFT, growing with the iterations for unrolled.",
-        "GPU peak allocated: torch.cuda.max_memory_allocated over each epoch's training, max over epochs (n/a on "
-        "a CPU). CPU peak resident memory: the process's peak resident set size (VmHWM, reset at each epoch) "
-        "during training, max over epochs; it includes the interpreter, the libraries and the data held in "
-        "memory (n/a on a GPU).",
-        "Train fwd iterations: forward solver iterations per training batch, mean. Eval: the same in eval mode "
-        "on the test set; capped: share of evaluation batches whose solve stopped at solver.max_iter.",
-        *solver_notes(used),
-    ]
-    return Table("table3", "Table 3. JFB, Jacobian-based and unrolled backpropagation: time and memory", cols, rows,
-                 notes, used)
-
-
-def v_bwd_iters(r: Record):
-    """Adjoint (CG) iterations per training batch, mean over the epochs."""
-    vals = r.epoch_values("bwd_iters_mean")
-    return statistics.fmean(vals) if vals else None
-
-
-def v_bwd_missed_pct(r: Record):
-    """Share of training batches whose adjoint solve missed its tolerance, over all epochs (%)."""
-    vals = r.epoch_values("bwd_capped_frac")
-    return 100.0 * statistics.fmean(vals) if vals else None
+        rows += [Row({"dataset": title(ds), "method": names[k], "settings": _settings_text(sel) if k.startswith("ift")
+                      else "none"}, sel) for k, sel in sels.items()]
+        rows.append(Row({"dataset": title(ds), "method": "Exact implicit gradient over JFB: ratio of per-epoch medians",
+                         "settings": ""}, pair=(sels["ift_exact"], sels["jfb"], ("exact", "JFB"))))
+    t = Table("table3", "Table 3. JFB, Jacobian-based, exact implicit and unrolled backpropagation on one network: time "
+              "and memory", cols, rows, [])
+    t.notes = note("table3") + caveats(rows, cols) + solver_warnings(t.records)
+    return t
 
 
 def table_cg_bn(ctx: Context) -> Table:
-    """The paper removed latent batch norm from the Jacobian-based network because CG did not converge
-    with it; on MNIST, the preset's Jacobian-based method with and without it."""
-    cols = [Column("dataset", "Dataset"), Column("network", "Network"),
-            Column("cg_iters", "CG iterations per batch (mean)", True),
-            Column("cg_missed", "Batches whose CG missed its tolerance %", True),
-            Column("fwd_capped", "Forward solves capped, worst epoch %", True),
-            Column("acc", "Test acc. % after the last epoch", True)]
-    sels = {k: ctx.select(s) for k, s in cg_bn_specs().items()}
-    names = {"no_bn": "no latent batch norm (Table 2's Jacobian-based run; per-sample CG, as the authors)",
-             "bn": "latent batch norm (CG over the whole batch: the samples are coupled)"}
-    rows = [{"dataset": DATASET_TITLES["mnist"], "network": names[k],
-             "cg_iters": cell(sel, v_bwd_iters, fmt_iters), "cg_missed": cell(sel, v_bwd_missed_pct, fmt_pct),
-             "fwd_capped": cell(sel, lambda r: 100.0 * r.summary.capped_frac_max
-                                if r.summary.capped_frac_max is not None else None, fmt_pct),
-             "acc": cell(sel, v_acc, fmt_acc)} for k, sel in sels.items()]
-    notes = [
-        "The paper's reason for the Jacobian-based network without latent batch norm is that CG did not converge "
-        "with it. Both runs use the MNIST preset (tolerance 0.1 on each sample's CG residual, at most max_iter "
-        "CG iterations, the update applied even when CG misses: trainer.skip_unconverged_backward=false).",
-        "CG iterations: adjoint iterations per training batch, mean over the epochs; missed: share of training "
-        "batches whose CG stopped at its cap without meeting the tolerance.",
-    ]
-    return Table("table_cg_bn", "Jacobian-based training with and without latent batch norm (MNIST)", cols, rows,
-                 notes, _used(*sels.values()))
-
-
-# ---------------------------------------------------------------- gradient diagnostics
-
-NO_DIAGNOSTICS = "not run: no diagnostics.every for this profile"
-
-
-def diagnostics_every(profile: str, manifest: dict, records: list[Record]) -> int | None:
-    """``diagnostics.every`` of the profile's diagnostics runs: the sweep manifest's, else the profile's,
-    else the one value the records hold (None when none, or several, is found)."""
-    if manifest.get("diagnostics_every") is not None:
-        return int(manifest["diagnostics_every"])
-    if profile in PROFILES:
-        return PROFILES[profile].diagnostics_every
-    found = {r.diagnostics_every for r in records} - {None}
-    return found.pop() if len(found) == 1 else None
-
-
-def diag_cell(sel: Selection, value, fmt, const: bool = False) -> Cell:
-    """A diagnostics cell: ``cell`` (``const_cell`` with ``const``) over the seeds, or the words saying
-    why a seed gives no number: its gap, or why its completed run does not (no diagnostics.jsonl, no
-    check, no cosine)."""
-    need = diag.NEEDS[value]
-    whys = {r.seed: w for r in sel.completed() if (w := diag.why(r, need)) is not None}
-    if whys:
-        text = gap_text({**sel.gaps(), **whys}, sel.seeds)
-        return Cell(text, note=text)
-    return (const_cell if const else cell)(sel, value, fmt)
-
-
-def fmt_gamma(x: float, ref: float | None = None) -> str:
-    return f"{x:g}"
+    cols = [Col("dataset", "Dataset"), Col("network", "Network"), Col("settings", "Adjoint solve (from the records)"),
+            SCHEDULE, Col("cg_iters", "CG iterations per batch (mean)", mean_of("bwd_iters_mean")),
+            Col("cg_missed", "Batches whose CG missed its tolerance %", mean_of("bwd_capped_frac", 100), fmt_pct),
+            Col("fwd_capped", "Forward solves capped, worst epoch %", worst("capped_frac", 100), fmt_pct),
+            Col("acc", "Test acc. % after the last epoch", summary("test_acc"), fmt_acc)]
+    names = {"no_bn": "no latent batch norm (Table 2's Jacobian-based run)", "bn": "latent batch norm"}
+    rows = [Row({"dataset": "MNIST", "network": names[k], "settings": _settings_text(sel)}, sel)
+            for k, sel in ((k, ctx.select(s)) for k, s in cg_bn_specs().items())]
+    t = Table("table_cg_bn", "Jacobian-based training with and without latent batch norm (MNIST)", cols, rows, [])
+    scheds = {r.schedule() for row in rows for r in row.sel.completed()}
+    unequal = [f"the rows ran unequal schedules ({', '.join(fmt_schedule(s) for s in sorted(scheds))} epochs × "
+               "batches): compare them only at equal epochs (metrics.jsonl has every epoch); no difference is "
+               "computed"] if len(scheds) > 1 else []
+    t.notes = note("table_cg_bn") + unequal
+    return t
 
 
 def table_diagnostics(ctx: Context) -> Table:
     every = ctx.diagnostics_every
-    cols = [Column("method", "Method (network)"),
-            Column("descent", "Descent directions, % of checks with a cosine", True),
-            Column("cos_median", "Cosine to the exact gradient, median", True),
-            Column("cos_min", "Cosine, minimum", True),
-            Column("jac_median", "‖∂T/∂u‖₂ at u*, median", True),
-            Column("jac_max", "‖∂T/∂u‖₂, max", True),
-            Column("gamma", "γ (contraction factor of the network)", True),
-            Column("checks", "Checks", True),
-            Column("missed", "Checks whose exact adjoint solve missed its tolerance", True),
-            Column("time_check", "Time per check s", True),
-            Column("overhead", "Diagnostics time / training-phase time (callback_time_s / train_time_s)", True)]
-    values = {"descent": (diag.v_descent_pct, fmt_pct), "cos_median": (diag.v_cos_median, fmt_cos),
-              "cos_min": (diag.v_cos_min, fmt_cos), "jac_median": (diag.v_jac_median, fmt_norm),
-              "jac_max": (diag.v_jac_max, fmt_norm), "checks": (diag.v_checks, fmt_count),
-              "missed": (diag.v_missed, fmt_count), "time_check": (diag.v_time_per_check, fmt_time),
-              "overhead": (diag.v_overhead_pct, fmt_pct)}
-    rows, used = [], []
+    d = lambda fn, need="cosine": _diag(fn, need)  # noqa: E731
+    cols = [Col("method", "Method (network)"), SCHEDULE,
+            Col("descent", "Descent directions, % of checks with a cosine",
+                d(lambda rows: 100 * sum(c > 0 for c in cosines(rows)) / len(cosines(rows))), fmt_pct),
+            Col("cos_median", "Cosine to the exact gradient, median", d(lambda rows: statistics.median(cosines(rows))),
+                fmt_cos),
+            Col("cos_min", "Cosine, minimum", d(lambda rows: min(cosines(rows))), fmt_cos),
+            Col("jac_median", "‖∂T/∂u‖₂ at u*, median", d(lambda rows: statistics.median(norms(rows)), "norm"),
+                fmt_norm),
+            Col("jac_max", "‖∂T/∂u‖₂, max", d(lambda rows: max(norms(rows)), "norm"), fmt_norm),
+            Col("gamma", "γ (contraction factor of the network)", d(lambda rows: _one({x.get("gamma") for x in rows}),
+                                                                      "checks"), fmt_norm, over="const"),
+            Col("checks", "Checks", d(len, "file"), fmt_count),
+            Col("missed", "Checks whose exact adjoint solve missed its tolerance",
+                d(lambda rows: sum(not x.get("adjoint_converged") for x in rows), "file"), fmt_count),
+            Col("time_check", "Time per check s", d(lambda rows: statistics.fmean(x["time_s"] for x in rows), "checks"),
+                fmt_time),
+            Col("overhead", "Check time over training-phase time (the records: callback_time_s / train_time_s)",
+                lambda r: 100 * r.summary.callback_time_s / r.summary.train_time_s if r.summary.train_time_s else None,
+                fmt_pct)]
     if every is None:
-        for c in diagnostics_curves(1):  # the methods only; no record is selected without the setting
-            rows.append({"method": c.label, "gamma": NO_DIAGNOSTICS, **{k: NO_DIAGNOSTICS for k in values}})
+        rows = [Row({"method": c.label, **{col.key: NO_DIAGNOSTICS for col in cols[1:]}}) for c in diagnostics_curves(1)]
     else:
-        for c in diagnostics_curves(every):
-            sel = ctx.select(c.spec)
-            used += _used(sel)
-            rows.append({"method": c.label, "gamma": diag_cell(sel, diag.v_gamma, fmt_gamma, const=True),
-                         **{k: diag_cell(sel, v, f) for k, (v, f) in values.items()}})
-    notes = [
-        "Beyond the paper. Runs of their own on MNIST, one per method, each on the network the rest of the sweep "
-        "trains it on, with a gradient check every " + ("N" if every is None else str(every)) + " training steps "
-        "(diagnostics.every; jfb/training/diagnostics.py). The setting is part of a run's identity (its folder "
-        "and hash): these runs never stand in for the timed runs of Tables 1-3, nor those runs for these.",
-        "On a checked step, after the method's own gradient and before the optimizer step, the exact "
-        "implicit-function-theorem gradient of the same batch and loss is computed (same dropout masks and batch "
-        "statistics, an adjoint solve exact under batch-norm coupling, to diagnostics.tol); the cosine between "
-        "the two is over all parameters. A check whose adjoint solve missed its tolerance records no cosine: the "
-        "descent share, median and minimum are over the checks with a cosine, the missed solves counted apart.",
-        "Descent direction: cosine > 0 (the method's step lowers the batch loss to first order). Median and "
-        "minimum are per run over its checks, then mean ± std over seeds.",
-        "‖∂T/∂u‖₂: an estimate of the spectral norm of the latent operator's Jacobian at the fixed point "
-        "(Lanczos on JᵀJ from Jacobian-vector products, the batch as one map), beside the contraction factor γ "
-        "built into the network. JFB's descent guarantee assumes a contraction (norm below 1).",
-        "Overhead: time per check is the mean wall time of a check; the last column is the checks' time (kept out "
-        "of the timed training phase, callback_time_s) against the training phase's time: 100 % doubles it.",
-    ]
-    header_rows = [("Diagnostics (from the records)", diag.settings_text(used) if every is not None
-                    else NO_DIAGNOSTICS)]
-    return Table("table_diagnostics", "Gradient diagnostics (MNIST): each method's gradient against the exact "
-                 "implicit-function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point", cols, rows, notes, used,
-                 header_rows)
+        rows = [Row({"method": c.label}, ctx.select(c.spec)) for c in diagnostics_curves(every)]
+    t = Table("table_diagnostics", "Gradient diagnostics (MNIST): each method's gradient against the exact implicit-"
+              "function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point", cols, rows, [])
+    t.notes = [n.replace("{every}", str(every or "N")) for n in note("table_diagnostics")]
+    t.header_rows = [("Diagnostics (from the records)", _diag_settings(t.records) if every else NO_DIAGNOSTICS)]
+    return t
 
 
-# ---------------------------------------------------------------- output
+def table_methods(ctx: Context) -> Table:
+    """Beyond the paper: the gradient methods compared with JFB since, on one network and schedule."""
+    every = ctx.diagnostics_every
+    d = lambda fn, need="cosine": _diag(fn, need)  # noqa: E731
+    cols = [Col("method", "Method"), SCHEDULE, Col("acc", "Test acc. % after the last epoch", summary("test_acc"),
+                                                   fmt_acc), CPU,
+            Col("saved", "Saved for backward MB: forward + backward", lambda r: (r.summary.saved_for_backward_mb or 0)
+                + (r.summary.saved_in_backward_mb or 0)),
+            Col("fwd_iters", "Train fwd iterations (mean)", summary("fwd_iters_mean")),
+            Col("cos_median", "Cosine to the exact gradient, median", d(lambda rows: statistics.median(cosines(rows))),
+                fmt_cos),
+            Col("descent", "Descent directions, %", d(lambda rows: 100 * sum(c > 0 for c in cosines(rows))
+                                                      / len(cosines(rows))), fmt_pct),
+            Col("jac_median", "‖∂T/∂u‖₂ at u*, median", d(lambda rows: statistics.median(norms(rows)), "norm"),
+                fmt_norm),
+            Col("against", "Against JFB (same seed): accuracy difference, CPU time ratio")]
+    if every is None:
+        return Table("table_methods", "Gradient methods beyond the paper (MNIST)", cols,
+                     [Row({"method": NO_DIAGNOSTICS})], note("table_methods"))
+    from .sweeps import methods_curves
 
-def render(table: Table, profile: str, ctx: Context, built: str) -> str:
-    parts = [header(table.title, profile, ctx.seeds, table.records, len(ctx.records), built, table.header_rows), "",
-             table.markdown_body(), ""]
-    parts += [f"- {n}" for n in table.notes]
-    return "\n".join(parts) + "\n"
+    rows = [Row({"method": c.label}, ctx.select(c.spec)) for c in methods_curves(every)]
+    spread_sel = ctx.select(table1_specs("mnist")["jfb"])
+    accs = [r.summary.test_acc for r in spread_sel.completed()]
+    spread_pp = statistics.stdev(accs) if len(accs) > 1 else None
+    base = rows[0].sel.completed()
+    for row in rows[1:]:
+        done = row.sel.completed()
+        if not base or not done:
+            row.cells["against"] = "—"
+            continue
+        diff = done[0].summary.test_acc - base[0].summary.test_acc
+        ratio = statistics.median(done[0].column("cpu_time_s")) / statistics.median(base[0].column("cpu_time_s"))
+        beats = spread_pp is not None and diff > spread_pp
+        within = "" if spread_pp is None else f"; JFB's seed-to-seed std {spread_pp:.2f} pp (Table 1)"
+        row.cells["against"] = (f"{diff:+.2f} pp at {ratio:.2f}× the CPU time: "
+                                f"{'beats' if beats else 'does not beat'} JFB{within}")
+    rows[0].cells["against"] = "the reference"
+    t = Table("table_methods", "Gradient methods beyond the paper (MNIST): accuracy, cost and direction against JFB",
+              cols, rows, [])
+    t.notes = [n.replace("{every}", str(every)) for n in note("table_methods")]
+    t.header_rows = [("Diagnostics (from the records)", _diag_settings(t.records))]
+    return t
+
+
+def _one(values: set):
+    values.discard(None)
+    return values.pop() if len(values) == 1 else None
+
+
+def _diag_settings(records: list) -> str:
+    seen = []
+    for r in records:
+        s = r.settings.get("diagnostics") or {}
+        text = (f"a check every {s.get('every')} training steps; exact adjoint by {s.get('backward')} to {s.get('tol')} "
+                f"(at most {s.get('max_iter')} iterations); ‖∂T/∂u‖₂ by Lanczos, at most {s.get('norm_iters')} steps "
+                f"to {s.get('norm_tol')}")
+        if s and text not in seen:
+            seen.append(text)
+    return "; ".join(seen) or "— (no completed run)"
+
+
+TABLES = (table1, table2, table3, table_diagnostics, table_methods, table_cg_bn)
+
+
+# ---------------------------------------------------------------- headers, output
+
+def built_date() -> str:
+    """Now, or the fixed time of ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention)."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    when = _dt.datetime.fromtimestamp(int(fixed), _dt.timezone.utc) if fixed else _dt.datetime.now(_dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _what_ran(s) -> str:
+    test = REGISTRY[s.dataset].sizes["test"] if s.dataset in REGISTRY and s.source == "torchvision" else None
+    partial = f", evaluated on {s.test_samples} of {test} test images" if test and (s.test_samples or test) < test \
+        else ""
+    return (f"{s.epochs_completed} epoch{'s' * (s.epochs_completed != 1)} of "
+            f"{s.batches_per_epoch if s.batches_per_epoch is not None else '?'} training batches each, "
+            f"{ {'torchvision': 'real data', 'synthetic': 'synthetic data'}.get(s.source or '', 'data not recorded')}"
+            f"{partial}")
+
+
+def runs_text(records: list) -> str:
+    """What the completed runs ran, per dataset: e.g. ``MNIST: 4 epochs of 200 training batches each, real data
+    (9 runs)``, and a test set read in part (``trainer.max_eval_batches``)."""
+    if not records:
+        return "— (no completed run)"
+    parts = []
+    for ds in dict.fromkeys(r.summary.dataset for r in records):
+        counts = Counter(_what_ran(r.summary) for r in records if r.summary.dataset == ds)
+        parts.append(f"{title(ds)}: " + "; ".join(f"{k} ({n} run{'s' * (n != 1)})" for k, n in counts.items()))
+    return "; ".join(parts)
+
+
+def schedule_text(records: list) -> str:
+    """Whether the runs ran the authors' settings in full, judged from the records against the presets."""
+    if not records:
+        return "— (no completed run)"
+    parts, full = [], True
+    for ds in dict.fromkeys(r.summary.dataset for r in records):
+        epochs = config.preset(ds)["trainer"]["epochs"] if ds in REGISTRY else None
+        mine = [r.summary for r in records if r.summary.dataset == ds]
+        ok = epochs is not None and all(s.source == "torchvision" and s.max_batches is None
+                                        and s.epochs_completed >= epochs for s in mine)
+        full &= ok
+        parts.append(f"{title(ds)}: {'' if ok else 'shortened; '}the authors' preset runs {epochs} epochs over every "
+                     "training batch")
+    lead = "the authors' settings in full" if full else "not the authors' full schedule"
+    return f"{lead} ({'; '.join(parts)})"
+
+
+def header(t: Table, profile: str, ctx: Context, built: str) -> str:
+    recs = t.records
+    prof = PROFILES.get(profile)
+    return "\n".join([
+        f"# {t.title} (profile: {profile})", "",
+        f"Regenerated by `make reproduce-table PROFILE={profile}` from the run records in `runs/` ({len(ctx.records)} "
+        "runs found); never typed by hand. The rows below describe the completed runs behind this table, read from "
+        "their records.", "", "| | |", "|---|---|",
+        f"| Profile (what was asked) | {profile + ': ' + prof.description if prof else profile} |",
+        f"| Runs (what ran) | {runs_text(recs)} |", f"| Schedule | {schedule_text(recs)} |",
+        *(f"| {k} | {v} |" for k, v in t.header_rows),
+        f"| Seeds | {' '.join(map(str, ctx.seeds))} (Tables 1 and 2 and their figures; the other runs seed "
+        f"{ctx.seeds[0]}) |", f"| Hardware | {hardware(recs)} |", f"| Versions | {versions(recs)} |",
+        f"| Commit | {commits(recs)} |", f"| Built | {built} |"])
+
+
+def render(t: Table, profile: str, ctx: Context, built: str) -> str:
+    return "\n".join([header(t, profile, ctx, built), "", t.markdown(), "", *(f"- {n}" for n in t.notes)]) + "\n"
 
 
 def read_manifest(out_dir: Path) -> dict:
-    path = out_dir / MANIFEST
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return {}
-    return {}
+    try:
+        return json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def default_seeds(manifest: dict, records: list[Record]) -> tuple[int, ...]:
-    if manifest.get("seeds"):
-        return tuple(int(s) for s in manifest["seeds"])
-    seen = sorted({r.seed for r in records if r.seed is not None})
-    return tuple(seen) or (0,)
+def context(profile: str, results_root, seeds=None) -> Context:
+    out_dir = Path(results_root) / profile
+    manifest = read_manifest(out_dir)
+    records = load_records(out_dir / "runs", profile)
+    if not seeds:
+        seeds = tuple(manifest.get("seeds") or sorted({r.seed for r in records if r.seed is not None}) or (0,))
+    every = manifest.get("diagnostics_every", PROFILES[profile].diagnostics_every if profile in PROFILES else None)
+    if every is None and profile not in PROFILES:
+        found = {r.diagnostics_every for r in records} - {None}
+        every = found.pop() if len(found) == 1 else None
+    return Context(records, tuple(seeds), dict(manifest.get("skipped") or {}), set(manifest.get("run_names") or []),
+                   every)
 
 
 @dataclass
 class Built:
-    """What :func:`build` wrote: name -> path of every file, the tables, the figures drawn and the
-    lines saying which figures were not drawn and why."""
+    """What :func:`build` wrote: name -> path of every file, the tables, the figures drawn and why others were not."""
 
-    written: dict[str, Path] = field(default_factory=dict)
-    tables: list[Table] = field(default_factory=list)
-    figures: dict[str, Path] = field(default_factory=dict)
-    not_drawn: list[str] = field(default_factory=list)
+    written: dict = field(default_factory=dict)
+    tables: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+    not_drawn: list = field(default_factory=list)
 
     def __getitem__(self, name: str) -> Path:
         return self.written[name]
 
 
-def _reference_line(out_dir: Path, reference_dir: Path | None) -> list[str]:
-    if reference_dir is None or not (reference_dir / "README.md").is_file():
-        return []
-    if reference_dir.resolve() == out_dir.resolve():
-        return []
-    rel = os.path.relpath(reference_dir / "README.md", out_dir)
-    return [f"Reference: the committed results of this profile, made on other hardware and never taken as this "
-            f"machine's, are in [{rel}]({rel}).", ""]
+def duration_text(records: list) -> str:
+    """The profile's real duration, from its records: the first start to the last finish, and the machine."""
+    starts = [r.summary.started_at for r in records if r.summary.started_at]
+    ends = [r.summary.finished_at for r in records if r.summary.finished_at]
+    if not starts or not ends:
+        return "not recorded"
+    span = (_dt.datetime.fromisoformat(max(ends)) - _dt.datetime.fromisoformat(min(starts))).total_seconds()
+    return f"{span / 3600:.1f} h from the first run's start to the last run's end ({len(records)} runs) on " \
+           f"{hardware(records)}"
 
 
-def build(profile: str, results_root: str | Path = LOCAL_ROOT, seeds: tuple[int, ...] | None = None,
-          figures: bool = True, reference_root: str | Path | None = REFERENCE_ROOT) -> Built:
+def build(profile: str, results_root=LOCAL_ROOT, seeds=None, figures: bool = True,
+          reference_root=REFERENCE_ROOT) -> Built:
     """Write the tables (and figures) of ``profile`` from ``<results_root>/<profile>/runs``."""
     out_dir = Path(results_root) / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(out_dir)
-    records = load_records(out_dir / "runs", profile)
-    seeds = tuple(seeds) if seeds else default_seeds(manifest, records)
-    ctx = Context(records, seeds, dict(manifest.get("skipped") or {}), set(manifest.get("run_names") or []),
-                  diagnostics_every(profile, manifest, records))
-    built = built_date()
-    out = Built()
+    ctx, built, out = context(profile, results_root, seeds), built_date(), Built()
     readme = [f"# Reproduction results (profile: {profile})", "",
-              *_reference_line(out_dir, Path(reference_root) / profile if reference_root else None)]
-    for make in (table1, table2, table3, table_diagnostics, table_cg_bn):
+              f"Duration (from the records): {duration_text([r for r in ctx.records if r.completed])}.", ""]
+    ref = Path(reference_root) / profile if reference_root else None
+    if ref is not None and (ref / "README.md").is_file() and ref.resolve() != out_dir.resolve():
+        rel = os.path.relpath(ref / "README.md", out_dir)
+        readme += [f"Reference: the committed results of this profile, made on other hardware and never taken as this "
+                   f"machine's, are in [{rel}]({rel}).", ""]
+    for make in TABLES:
         t = make(ctx)
-        md = out_dir / f"{t.name}.md"
-        md.write_text(render(t, profile, ctx, built))
-        (out_dir / f"{t.name}.csv").write_text(t.csv_text())
+        (out_dir / f"{t.name}.md").write_text(render(t, profile, ctx, built))
+        (out_dir / f"{t.name}.csv").write_text(t.csv())
         out.tables.append(t)
-        out.written[t.name] = md
-        out.written[f"{t.name}_csv"] = out_dir / f"{t.name}.csv"
+        out.written[t.name], out.written[f"{t.name}_csv"] = out_dir / f"{t.name}.md", out_dir / f"{t.name}.csv"
         readme += [f"## {t.title}", "", f"[{t.name}.md]({t.name}.md) · [{t.name}.csv]({t.name}.csv)", "",
-                   t.markdown_body(), ""]
+                   t.markdown(), ""]
     if figures:
         from .figures import all_figures
 
@@ -654,40 +682,92 @@ def build(profile: str, results_root: str | Path = LOCAL_ROOT, seeds: tuple[int,
             if fig.path is None:
                 out.not_drawn.append(fig.caption)
                 readme += [f"- {fig.caption}", ""]
-                continue
-            out.figures[fig.name] = fig.path
-            out.written[fig.name] = fig.path
-            readme += [f"## {fig.caption}", "", f"![{fig.name}]({fig.path.name})", ""]
+            else:
+                out.figures[fig.name] = out.written[fig.name] = fig.path
+                readme += [f"## {fig.caption}", "", f"![{fig.name}]({fig.path.name})", ""]
     (out_dir / "README.md").write_text("\n".join(readme))
     out.written["readme"] = out_dir / "README.md"
     return out
 
 
-def parse_seeds(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    return tuple(int(s) for s in text.replace(",", " ").split())
+# ---------------------------------------------------------------- the README's summary and docs/results.md
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _find(t: Table, **match) -> dict:
+    return next(c for c, row in zip(t.cells(), t.rows) if all(row.cells.get(k, "").startswith(v)
+                                                              for k, v in match.items()))
+
+
+def summary_block(profile: str, root=REFERENCE_ROOT) -> str:
+    """The README's results summary: MNIST figures of ``profile`` beside the paper's, each read from the tables."""
+    ctx = context(profile, root)
+    t1, t2, t3, td = (make(ctx) for make in (table1, table2, table3, table_diagnostics))
+    jfb, expl = _find(t1, dataset="MNIST", method="JFB"), _find(t1, dataset="MNIST", method="Explicit")
+    ift2 = _find(t2, dataset="MNIST", method="Jacobian")
+    ratio = _find(t2, dataset="MNIST", method="Speed-up")
+    mem = {k: _find(t3, dataset="MNIST", method=k)["saved_fwd"] for k in ("JFB", "Jacobian", "Exact", "Unrolled")}
+    diag = _find(td, method="JFB")
+    recs = [r for r in ctx.records if r.completed]
+    lines = [f"MNIST, profile `{profile}` ({runs_text(t1.records)}; {hardware(recs)}; the whole profile took "
+             f"{duration_text(recs)}):", "", "| | paper | ours |", "|---|---|---|",
+             f"| test accuracy %, JFB / explicit twin | 99.4 / 99.4 | {_text(jfb['acc'])} / {_text(expl['acc'])} |",
+             f"| Jacobian-based over JFB time per epoch, paired per seed (CPU time / the authors' whole epoch) | "
+             f"{ratio['paper_time']} (whole epoch) | {_text(ratio['cpu'])} / {_text(ratio['wall'])} |",
+             f"| Jacobian products per epoch, Jacobian-based: paper (unit not stated) / ours in the authors' unit (CG "
+             f"iterations × batch) | {_text(ift2['paper_matvecs'])} | {_text(ift2['authors_unit'])} |",
+             f"| MB saved for backward in the forward, JFB / Jacobian-based / exact / unrolled (one network) | not "
+             f"measured | {' / '.join(_text(v) for v in mem.values())} |",
+             f"| JFB's direction against the exact gradient: descent share, median cosine | not measured | "
+             f"{_text(diag['descent'])}, {_text(diag['cos_median'])} |", "",
+             "Accuracy after the last epoch; JFB on the network with latent batch norm, as the paper (Table 2 compares "
+             "it with Jacobian-based training without it). Times: medians per epoch; what they mean and their spread: "
+             f"[results/{profile}/](results/{profile}/README.md)."]
+    return "\n".join(lines)
+
+
+def write_docs(profiles=("quick", "paper"), root=REFERENCE_ROOT, readme="README.md", results="docs/results.md") -> None:
+    """Rebuild the README's results block and docs/results.md from the committed records of ``profiles``."""
+    text = Path(readme).read_text()
+    block = summary_block(profiles[0], root)
+    Path(readme).write_text(re.sub(f"{START}.*{END}", lambda m: f"{START}\n{block}\n{END}", text, flags=re.S))
+    pages = ["# Results", "", "Every table of every profile, rebuilt from the committed run records by `python -m "
+             "jfb.repro.tables --docs` (the same renderer as the tables themselves).", ""]
+    for p in profiles:
+        ctx, built = context(p, root), built_date()
+        for make in TABLES:
+            t = make(ctx)
+            body = render(t, p, ctx, built).replace("# ", "## ", 1)
+            pages += [re.sub(r"\(\.\./", "(../../", body), ""]
+    Path(results).write_text("\n".join(pages))
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m jfb.repro.tables", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="quick", help="paper | quick | smoke (any name: <results-root>/<name>/runs)")
     p.add_argument("--results-root", default=LOCAL_ROOT,
-                   help=f"folder holding <profile>/runs (default: {LOCAL_ROOT}, this machine's results; "
-                        f"{REFERENCE_ROOT}: the committed reference)")
-    p.add_argument("--reference-root", default=REFERENCE_ROOT,
-                   help="committed reference results, linked from the README")
-    p.add_argument("--seeds", default=None,
-                   help='expected seeds, e.g. "0 1 2" (default: the last sweep\'s, else those found)')
+                   help=f"folder holding <profile>/runs (default: {LOCAL_ROOT}, this machine's; {REFERENCE_ROOT}: the "
+                        "committed reference)")
+    p.add_argument("--reference-root", default=REFERENCE_ROOT, help="committed reference results, linked")
+    p.add_argument("--seeds", default=None, help='expected seeds, e.g. "0 1 2" (default: the last sweep\'s)')
     p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--docs", action="store_true", help="rebuild README.md's results block and docs/results.md from "
+                                                        "results/<quick, paper>/ instead")
     a = p.parse_args(argv)
-    built = build(a.profile, a.results_root, parse_seeds(a.seeds), figures=not a.no_figures,
-                  reference_root=a.reference_root)
-    out_dir = Path(a.results_root) / a.profile
-    print(f"wrote {', '.join(sorted({p.name for p in built.written.values()}))} into {out_dir}/")
+    if a.docs:
+        write_docs()
+        print("wrote README.md's results block and docs/results.md")
+        return 0
+    built = build(a.profile, a.results_root, parse_seeds(a.seeds), not a.no_figures, a.reference_root)
+    print(f"wrote {', '.join(sorted({q.name for q in built.written.values()}))} into {Path(a.results_root) / a.profile}/")
     for line in built.not_drawn:
         print(line)
     return 0
+
+
+def parse_seeds(text: Optional[str]):
+    return tuple(int(s) for s in text.replace(",", " ").split()) if text else None
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def log_build(built, profile: str, seeds: tuple[int, ...], out_dir: Path) -> str
         from jfb.training.tracking import default_mode
     except ImportError as e:
         return f"W&B: not logged ({e})"
-    settings = config.logger_settings()
+    settings = config.resolved(["logger=wandb"])["logger"]
     mode = default_mode(settings.get("mode"))
     if mode == "disabled":
         return "W&B: disabled (WANDB_MODE=disabled); tables not logged"
@@ -33,15 +33,19 @@ def log_build(built, profile: str, seeds: tuple[int, ...], out_dir: Path) -> str
     timeout = settings.get("init_timeout")
     try:
         try:
-            online = {"settings": wandb.Settings(init_timeout=float(timeout))} if timeout and mode == "online" else {}
-            run = wandb.init(mode=mode, **kwargs, **online)
+            online = {"init_timeout": float(timeout)} if timeout and mode == "online" else {}
+            run = wandb.init(mode=mode, settings=wandb.Settings(silent=not settings.get("verbose"), **online), **kwargs)
         except Exception:
             if mode != "online":
                 raise
             mode = "offline"  # as the trainer does: an unreachable server costs the timeout, then offline
             wandb.teardown()
-            run = wandb.init(mode=mode, **kwargs)
-        data = {t.name: wandb.Table(columns=[c.title for c in t.columns], data=t.text_rows()) for t in built.tables}
+            run = wandb.init(mode=mode, settings=wandb.Settings(silent=not settings.get("verbose")), **kwargs)
+        from .tables import _text
+
+        data = {t.name: wandb.Table(columns=[c.title for c in t.cols],
+                                    data=[[_text(row.get(c.key, "")) for c in t.cols] for row in t.cells()])
+                for t in built.tables}
         data.update({name: wandb.Image(str(path)) for name, path in built.figures.items()})
         run.log(data)
         run.finish()

@@ -1,11 +1,9 @@
-"""The shared trainer: one loop for every dataset and gradient method, run records, tracking."""
-from .callbacks import Callback
-from .checkpoint import UnsafeCheckpoint
-from .loop import RunFailed, Trainer
-from .run_folder import RecordWriteError, RunLocked
-from .session import run_training
-from .summary import RunSummary, read_summary
-from .validate import ConfigError, validate
+"""The shared trainer: the run's schema (``config``), one loop for every dataset and gradient method (``loop``), one
+run from a config to its records (``run``), the records themselves (``records``), tracking and callbacks."""
+from .config import ConfigError, RunConfig, load
+from .loop import Callback, RunFailed, Trainer
+from .records import RecordWriteError, RunLocked, RunSummary, UnsafeCheckpoint, read_summary
+from .run import plan, run_training
 
-__all__ = ["run_training", "Trainer", "Callback", "RunFailed", "ConfigError", "RecordWriteError", "RunLocked",
-           "UnsafeCheckpoint", "RunSummary", "read_summary", "validate"]
+__all__ = ["run_training", "plan", "load", "RunConfig", "Trainer", "Callback", "RunFailed", "ConfigError",
+           "RecordWriteError", "RunLocked", "UnsafeCheckpoint", "RunSummary", "read_summary"]

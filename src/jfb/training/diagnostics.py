@@ -23,26 +23,27 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from .atomic import atomic_write_text, json_safe, read_metrics
-from .callbacks import Callback
+from .loop import Callback
+from .records import json_safe, read_jsonl, write_bytes
 
 FILE = "diagnostics.jsonl"
 
 
 class GradientDiagnostics(Callback):
-    def __init__(self, every: int, tol: float = 1e-6, max_iter: int = 200, backward: str = "cg",
-                 norm_iters: int = 50, norm_tol: float = 1e-4, per_sample: bool = False, gamma: float | None = None):
-        self.every, self.tol, self.max_iter, self.backward = int(every), float(tol), int(max_iter), backward
-        self.norm_iters, self.norm_tol, self.per_sample, self.gamma = int(norm_iters), float(norm_tol), per_sample, gamma
+    """``diagnostics`` and ``model``: the run's config nodes (:class:`jfb.training.config.Diagnostics`, ``Model``)."""
+
+    def __init__(self, diagnostics, model):
+        from ..models import MODELS
+
+        self.d = diagnostics
+        self.gamma = model.gamma if model.gamma is not None else MODELS[model.name].gamma
         self.path: Path | None = None
-        self._start = None
-        self._rows: list[dict] = []
-        self._epoch = 0
+        self._start, self._rows, self._kept, self._epoch = None, [], [], 0
 
     def on_run_start(self, trainer, run_dir: Path) -> None:
         self.path = Path(run_dir) / FILE
         done = len(trainer.history)  # a resumed run keeps the rows of the epochs it completed
-        self._kept = [r for r in read_metrics(self.path, tolerant=True) if r["epoch"] <= done] if done else []
+        self._kept = [r for r in (read_jsonl(self.path) or []) if r["epoch"] <= done] if done else []
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self._epoch, self._rows = epoch, []
@@ -50,19 +51,19 @@ class GradientDiagnostics(Callback):
     def before_forward(self, trainer, x, y) -> None:
         from ..diagnostics import rng_state, snapshot_buffers
 
-        self._start = (rng_state(), snapshot_buffers(trainer.model)) if trainer.global_step % self.every == 0 else None
+        self._start = (rng_state(), snapshot_buffers(trainer.model)) if trainer.global_step % self.d.every == 0 else None
 
     def after_backward(self, trainer, x, y, loss, stats) -> None:
         if self._start is None:
             return
         from ..diagnostics import diagnose_step
 
-        rng, buffers = self._start
-        self._start = None
-        out = diagnose_step(trainer.model, x, y, F.cross_entropy, rng, tol=self.tol, max_iter=self.max_iter,
-                            power_iters=self.norm_iters, power_tol=self.norm_tol, backward=self.backward,
-                            per_sample=self.per_sample, start_buffers=buffers)
-        self._rows.append({"epoch": self._epoch, "step": trainer.global_step, "gamma": self.gamma, **out})
+        (rng, buffers), self._start, d = self._start, None, self.d
+        out = diagnose_step(trainer.model, x, y, F.cross_entropy, rng, tol=d.tol, max_iter=d.max_iter,
+                            power_iters=d.norm_iters, power_tol=d.norm_tol, backward=d.backward,
+                            start_buffers=buffers)
+        self._rows.append({"epoch": self._epoch, "step": trainer.global_step, "gamma": self.gamma,
+                           "drawn_terms": getattr(stats, "drawn_terms", None), **out})
 
     def on_epoch_end(self, trainer, row: dict) -> None:
         rows = self._rows
@@ -79,20 +80,4 @@ class GradientDiagnostics(Callback):
             "diag_time_s": sum(r["time_s"] for r in rows),
         })
         self._kept += rows
-        atomic_write_text(self.path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in self._kept))
-
-
-def from_config(cfg: dict) -> list[Callback]:
-    """The diagnostics callback a run's ``diagnostics`` node asks for (none when ``every`` is null)."""
-    d = cfg.get("diagnostics") or {}
-    if d.get("every") is None:
-        return []
-    return [GradientDiagnostics(d["every"], d["tol"], d["max_iter"], d.get("backward", "cg"), d["norm_iters"],
-                                d["norm_tol"], d.get("per_sample", False), gamma=_gamma(cfg))]
-
-
-def _gamma(cfg: dict) -> float | None:
-    from ..models import MODELS
-
-    g = cfg["model"].get("gamma")
-    return g if g is not None else MODELS[cfg["model"]["name"]].gamma
+        write_bytes(self.path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in self._kept).encode())

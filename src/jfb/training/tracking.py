@@ -1,32 +1,36 @@
 """Experiment tracking: Weights & Biases, or nothing.
 
-W&B is a convenience, never a point of failure: if it cannot start online it falls back to
-offline with a warning, and if it cannot log at all training goes on with a warning. Runs are
-grouped by experiment and tagged with dataset and method so they compare side by side in the
-dashboard; a resumed run continues under the same W&B id.
+W&B is a convenience, never a point of failure: if it cannot start online it falls back to offline with a
+warning, and if it cannot log at all training goes on with a warning. Runs are grouped by experiment, tagged with
+dataset and method, and carry the command-line overrides as notes, so they compare side by side in the dashboard;
+a resumed run continues under the same W&B id. Per-epoch metrics are plotted against ``epoch``
+(``define_metric``), so runs with different batch counts line up; the step loss against the global step. W&B's
+own console output is silenced unless ``logger.verbose=true``: the run prints one line saying where it logs.
 """
 from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import string
 import warnings
 from pathlib import Path
 from typing import Optional
 
-
-# Per-epoch record keys -> W&B namespaces: (prefix, namespace, strip the prefix); first match wins,
-# the rest go under "train/".
+# Per-epoch record keys -> W&B namespaces: (prefix, namespace, strip the prefix); first match wins, the rest go
+# under "train/". docs/wandb.md lists them.
 _NAMESPACES = (
-    ("train_", "train/", True), ("test_", "test/", True), ("eval_", "solver/", False), ("fwd_", "solver/", False),
-    ("bwd_", "solver/", False), ("capped_", "solver/", False), ("jac_", "solver/", False),
+    ("train_", "train/", True), ("test_", "test/", True), ("val_", "val/", True), ("eval_", "solver/", False),
+    ("fwd_", "solver/", False), ("bwd_", "solver/", False), ("capped_", "solver/", False), ("jac_", "solver/", False),
     ("skipped_", "solver/", False), ("lip_", "contraction/", False), ("diag_", "diag/", True),
-    ("saved_for_backward", "memory/", False), ("peak_memory", "memory/", False),
+    ("saved_", "memory/", False), ("peak_", "memory/", False), ("reg_", "train/", False), ("drawn_", "solver/", False),
 )
-_TIMES = {"epoch_time_s", "wall_time_s", "train_time_s", "callback_time_s", "eval_time_s"}
+_LAST_EPOCH = {"test_acc", "test_loss", "train_acc", "test_samples", "extra"}
+_TIMES = {"epoch_time_s", "cpu_time_s", "wall_time_s", "train_time_s", "callback_time_s", "eval_time_s"}
 
 
 def namespaced(row: dict) -> dict:
-    """An epoch row under W&B namespaces: train/, test/, solver/, time/, memory/, contraction/, diag/."""
+    """An epoch row under W&B namespaces: train/, test/, val/, solver/, time/, memory/, contraction/, diag/."""
     out = {}
     for k, v in row.items():
         if v is None or isinstance(v, (dict, list)):
@@ -38,12 +42,10 @@ def namespaced(row: dict) -> dict:
         elif k == "lr":
             out["train/lr"] = v
         else:
-            for prefix, ns, strip in _NAMESPACES:
-                if k.startswith(prefix):
-                    out[ns + (k[len(prefix):] if strip else k)] = v
-                    break
-            else:
-                out[f"train/{k}"] = v
+            prefix, ns, strip = next((n for n in _NAMESPACES if k.startswith(n[0])), ("", "train/", False))
+            out[ns + (k[len(prefix):] if strip else k)] = v
+    if row.get("fwd_iters_mean") is None:
+        out.pop("solver/jac_matvecs", None)  # an explicit network forms no products: not a measurement
     return out
 
 
@@ -51,7 +53,10 @@ class NullTracker:
     run_id: Optional[str] = None
     mode = "none"
 
-    def log_epoch(self, metrics: dict, step: int) -> None:
+    def where(self) -> str:
+        return "no W&B (logger=none)"
+
+    def log_epoch(self, row: dict) -> None:
         pass
 
     def log_step(self, step: int, loss: float) -> None:
@@ -67,68 +72,52 @@ class NullTracker:
         pass
 
 
-def _has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
 def default_mode(mode: Optional[str]) -> str:
-    if mode:
-        return mode
-    env = os.environ.get("WANDB_MODE")
-    if env:
-        return env
-    return "online" if _has_credentials() else "offline"
-
-
-def _new_id() -> str:
-    """A W&B-style run id (8 lowercase letters and digits), chosen by us so a resume can reuse it."""
-    import secrets
-    import string
-
-    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    """``mode``, else $WANDB_MODE, else online with credentials and offline without."""
+    if mode or os.environ.get("WANDB_MODE"):
+        return mode or os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        return "online" if netrc.netrc().authenticators("api.wandb.ai") is not None else "offline"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return "offline"
 
 
 class WandbTracker:
-    def __init__(self, logger_cfg: dict, run_dir: Path, config: dict, run_name: str, run_id: Optional[str], tags: list):
+    def __init__(self, lg, run_dir: Path, config: dict, run_name: str, run_id: Optional[str], tags: list, notes: str):
         import wandb
 
-        self._wandb = wandb
-        self.mode = default_mode(logger_cfg.get("mode"))
-        self.run_id = run_id or _new_id()
-        kwargs = dict(
-            project=logger_cfg.get("project"),
-            entity=logger_cfg.get("entity"),
-            group=logger_cfg.get("group"),
-            tags=list(dict.fromkeys(list(logger_cfg.get("tags") or []) + tags)),
-            name=run_name,
-            id=self.run_id,
-            resume="allow",
-            dir=str(run_dir),
-            config=config,
-            reinit="finish_previous",
-        )
-        timeout = logger_cfg.get("init_timeout")  # an unreachable server costs this long, not W&B's 90 s
-        online = {"settings": wandb.Settings(init_timeout=float(timeout))} if timeout and self.mode == "online" else {}
+        self._wandb, self.run_dir = wandb, run_dir
+        self.mode = default_mode(lg.mode)
+        self.run_id = run_id or "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        quiet = {} if lg.verbose else {"silent": True}
+        kwargs = dict(project=lg.project, entity=lg.entity, group=lg.group, tags=list(dict.fromkeys(lg.tags + tags)),
+                      name=run_name, notes=notes or None, id=self.run_id, resume="allow", dir=str(run_dir),
+                      config=config, reinit="finish_previous")
+        online = {"init_timeout": float(lg.init_timeout)} if lg.init_timeout and self.mode == "online" else {}
         try:
-            self.run = wandb.init(mode=self.mode, **kwargs, **online)
+            self.run = wandb.init(mode=self.mode, settings=wandb.Settings(**quiet, **online), **kwargs)
         except Exception as e:
-            if self.mode == "offline" or self.mode == "disabled":
+            if self.mode in ("offline", "disabled"):
                 raise
-            warnings.warn(f"W&B could not start in mode {self.mode!r} ({e}); logging offline instead. "
-                          "Sync later with `wandb sync <run folder>/wandb/offline-run-*`.", stacklevel=2)
+            warnings.warn(f"W&B could not start in mode {self.mode!r} ({e}); logging offline instead. Sync later with "
+                          "`wandb sync <run folder>/wandb/offline-run-*`.", stacklevel=2)
             self.mode = "offline"
             try:
-                wandb.teardown()  # the failed start leaves the run id taken in W&B's service ("run ID is in use")
+                wandb.teardown()  # the failed start leaves the run id taken in W&B's service
             except Exception:
                 pass
-            self.run = wandb.init(mode="offline", **kwargs)
-        # W&B's own step is the global training step; the epoch is a metric beside it
+            self.run = wandb.init(mode="offline", settings=wandb.Settings(**quiet), **kwargs)
         self.run.define_metric("epoch")
+        for ns in ("train", "test", "val", "solver", "time", "memory", "contraction", "diag"):
+            self.run.define_metric(f"{ns}/*", step_metric="epoch")
+        self.run.define_metric("step/*")  # the step loss, against W&B's own step: the global training step
+
+    def where(self) -> str:
+        if self.mode == "offline":
+            return f"W&B offline in {self.run_dir / 'wandb'} (`wandb sync` uploads it)"
+        return f"W&B {self.mode}: {getattr(self.run, 'url', None) or self.run_id}"
 
     def _safe(self, what, fn):
         try:
@@ -136,40 +125,41 @@ class WandbTracker:
         except Exception as e:  # never kill training for logging
             warnings.warn(f"W&B {what} failed ({e}); training goes on", stacklevel=3)
 
-    def log_epoch(self, metrics: dict, step: int) -> None:
-        self._safe("log", lambda: self.run.log(namespaced(metrics), step=step))
+    def log_epoch(self, row: dict) -> None:
+        self._safe("log", lambda: self.run.log(namespaced(row)))
 
     def log_step(self, step: int, loss: float) -> None:
-        self._safe("log", lambda: self.run.log({"train/step_loss": loss}, step=step))
+        self._safe("log", lambda: self.run.log({"step/loss": loss}, step=step))
 
     def log_checkpoint(self, paths: list, summary) -> None:
         """The final checkpoint as a W&B artifact of type "model" (``logger.log_checkpoint=true``)."""
         def upload():
-            art = self._wandb.Artifact(f"checkpoint-{self.run_id}", type="model",
-                                       metadata={"run_hash": summary.run_hash, "test_acc": summary.test_acc,
-                                                 "epochs": summary.epochs_completed})
+            art = self._wandb.Artifact(f"checkpoint-{self.run_id}", type="model", metadata={
+                "run_hash": summary.run_hash, "test_acc": summary.test_acc, "epochs": summary.epochs_completed})
             for p in paths:
                 art.add_file(str(p))
             self.run.log_artifact(art)
         self._safe("artifact", upload)
 
     def log_summary(self, summary: dict) -> None:
+        """summary.json's figures under ``run/``, but those W&B's summary already holds as the last value of an
+        epoch metric (``test/acc``, ``test/loss``, ``train/acc``): each value once."""
         def upd():
             for k, v in summary.items():
-                if k != "extra" and (isinstance(v, (int, float, str, bool)) or v is None):
-                    self.run.summary[k] = v
+                if k not in _LAST_EPOCH and (isinstance(v, (int, float, str, bool)) or v is None):
+                    self.run.summary[f"run/{k}"] = v
         self._safe("summary", upd)
 
     def finish(self, exit_code: int = 0) -> None:
         self._safe("finish", lambda: self.run.finish(exit_code=exit_code))
 
 
-def make_tracker(logger_cfg: dict, run_dir: Path, config: dict, run_name: str, run_id: Optional[str], tags: list):
-    """A tracker for ``logger_cfg['name']`` ("wandb" or "none"); W&B failures degrade to no tracking."""
-    if logger_cfg.get("name", "none") == "none" or logger_cfg.get("mode") == "disabled":
+def make_tracker(lg, run_dir: Path, config: dict, run_name: str, run_id: Optional[str], tags: list, notes: str = ""):
+    """A tracker for the logger node ``lg`` ("wandb" or "none"); W&B failures degrade to no tracking."""
+    if lg.name == "none" or getattr(lg, "mode", None) == "disabled":
         return NullTracker()
     try:
-        return WandbTracker(logger_cfg, run_dir, config, run_name, run_id, tags)
+        return WandbTracker(lg, run_dir, config, run_name, run_id, tags, notes)
     except Exception as e:
         warnings.warn(f"W&B is unavailable ({e}); training goes on without it", stacklevel=2)
         return NullTracker()
