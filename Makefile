@@ -12,7 +12,7 @@ ENV_STAMP := $(if $(ACTIVE_ENV),,$(VENV)/.installed)
 # torch: the pinned CUDA build runs on CPUs too; override for other platforms (e.g. TORCH_SPEC="torch torchvision").
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
-SEEDS ?= 0
+SEEDS ?=
 DATA_DIR ?= $(or $(JFB_DATA_DIR),data)
 PYTEST_ARGS ?=
 # `make test-fast`: these files, without the tests marked slow or faults (`make test` runs everything).
@@ -49,10 +49,10 @@ test-faults: venv  ## fault-injection tests only (kill -9, disk full, failing ru
 	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)
 
 reproduce-table: venv  ## train PROFILE's runs (quick|paper|smoke) here into reproduced/PROFILE/runs, build its tables and figures there (DRY_RUN=1: commands and time estimate only)
-	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) --seeds "$(SEEDS)" --data-dir "$(DATA_DIR)" $(REPRO_FLAGS)
+	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) $(if $(SEEDS),--seeds "$(SEEDS)") --data-dir "$(DATA_DIR)" $(REPRO_FLAGS)
 
 update-reference: venv  ## deliberately replace the committed reference results/PROFILE/ with runs made here (same sweep; DRY_RUN=1 supported)
-	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) --seeds "$(SEEDS)" --data-dir "$(DATA_DIR)" --results-root results $(REPRO_FLAGS)
+	$(PY) -m jfb.repro.reproduce --profile $(PROFILE) $(if $(SEEDS),--seeds "$(SEEDS)") --data-dir "$(DATA_DIR)" --results-root results $(REPRO_FLAGS)
 
 table: venv  ## rebuild reproduced/PROFILE/ tables and figures from this machine's run records only
 	$(PY) -m jfb.repro.tables --profile $(PROFILE)

@@ -260,11 +260,12 @@ def test_dry_run_prints_its_plan_commands_and_an_estimate_naming_its_source(tmp_
             "--reference-root", str(tmp_path / "ref"), "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    # MNIST alone: 11 timed runs (Tables 1-3, Figure 6, the CG table), 7 with diagnostics
-    assert "22 runs in 13 multiruns" in out and out.count("-m jfb.train -m") == 13
+    # MNIST alone: 21 timed runs (Tables 1-2 over the profile's 3 seeds, Table 3, Figure 6, the CG table), 7 with
+    # diagnostics
+    assert "28 runs in 13 multiruns" in out and "seeds 0 1 2 (Tables 1-2; the other runs seed 0)" in out and out.count("-m jfb.train -m") == 13
     assert out.count("diagnostics.every=50") == 7
-    assert out.count(": new, 4 epoch(s) to train") == 22
-    assert f"time: no estimate (22 runs to train; no record of them in {tmp_path / 'ref' / 'quick' / 'runs'})" in out
+    assert out.count(": new, 4 epoch(s) to train") == 28
+    assert f"time: no estimate (28 runs to train; no record of them in {tmp_path / 'ref' / 'quick' / 'runs'})" in out
     assert not (tmp_path / "res").exists()  # a dry run writes nothing
     # the committed reference holds one of the runs: the estimate says what it took there, and where
     name = next(line.split()[1].rstrip(":") for line in out.splitlines() if "paper-mnist_ift-exact_s0_" in line)
@@ -272,7 +273,7 @@ def test_dry_run_prints_its_plan_commands_and_an_estimate_naming_its_source(tmp_
     assert main(args) == 0
     out = capsys.readouterr().out
     # 4 epochs of 1800 s, two runs at once: 1.0 h
-    assert "time: about 1.0 h for 1 of the 22 runs to train: what they took in the committed reference records " \
+    assert "time: about 1.0 h for 1 of the 28 runs to train: what they took in the committed reference records " \
            "(Test CPU, 2 run(s) at once)" in out
     assert not (tmp_path / "res").exists()
 

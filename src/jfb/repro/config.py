@@ -1,7 +1,4 @@
-"""What the configs say (composed by :func:`jfb.training.config.compose`, as ``jfb-train`` composes them), cached:
-the sweep reads the method label a run will record, the presets' settings and each run's folder name from here
-instead of typing them again, so that a renamed label or a changed preset cannot drift from what the tables select.
-"""
+"""The configs that ``jfb-train`` composes, cached: labels, presets and run folders are read here, never retyped."""
 from __future__ import annotations
 
 import copy
@@ -10,22 +7,12 @@ from typing import Iterable
 
 from ..training.config import compose
 
-
-@lru_cache(maxsize=None)
-def _compose(overrides: tuple) -> dict:
-    return compose(overrides)
+_compose = lru_cache(maxsize=None)(compose)  # called with a tuple: the overrides are the cache key
 
 
 def resolved(overrides: Iterable[str]) -> dict:
     """The resolved config (a plain dict) that ``jfb-train <overrides>`` composes."""
     return copy.deepcopy(_compose(tuple(overrides)))
-
-
-def run_config(overrides: Iterable[str]):
-    """The checked :class:`jfb.training.RunConfig` that ``jfb-train <overrides>`` trains."""
-    from ..training import load
-
-    return load(resolved(overrides))
 
 
 def method_label(overrides: Iterable[str]) -> str:

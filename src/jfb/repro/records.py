@@ -1,13 +1,8 @@
-"""Run records as the tables read them, and table cells computed from them.
-
-A run folder holds ``summary.json`` (:class:`~jfb.training.records.RunSummary`), ``metrics.jsonl`` (a row per
-epoch), ``identity.json`` (the settings the run hash covers) and, with gradient diagnostics, ``diagnostics.jsonl``
-(a row per check). Only runs whose status is ``completed`` give numbers; every other state (failed, interrupted,
-running, no summary, no run at all) becomes a visible word in its cell. What a row says about a run (its method,
-its CG, its epochs) is read from the run's own records, never from what the sweep meant to run.
-"""
+"""Run records as the tables read them (docs/records.md), and table cells computed from them: only completed runs
+give numbers; every other state (failed, interrupted, running, no summary, no run) is a visible word in its cell."""
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -17,6 +12,17 @@ from typing import Callable, Optional
 import yaml
 
 from ..training.records import RunSummary, read_jsonl, read_summary
+
+NO_RUN = "— (no completed run)"
+
+
+def dig(node, dotted: str, default=None):
+    """``node["a"]["b"]`` for ``"a.b"``; ``default`` where a key is missing."""
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 @dataclass
@@ -41,16 +47,11 @@ class Record:
 
     @property
     def diagnostics_every(self) -> Optional[int]:
-        every = (self.settings.get("diagnostics") or {}).get("every")
+        every = dig(self.settings, "diagnostics.every")
         return None if every is None else int(every)
 
     def setting(self, dotted: str, default=None):
-        node = self.settings
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
+        return dig(self.settings, dotted, default)
 
     def column(self, key: str) -> list:
         """The non-null values of one metrics.jsonl column, in epoch order."""
@@ -65,10 +66,8 @@ def load_run(folder: Path) -> Optional[Record]:
     """The record of one run folder, or None if it holds no run."""
     settings = {}
     if (folder / "identity.json").is_file():
-        try:
+        with contextlib.suppress(OSError, ValueError, KeyError):
             settings = json.loads((folder / "identity.json").read_text())["identity"]
-        except (OSError, ValueError, KeyError):
-            settings = {}
     elif (folder / "config.yaml").is_file():
         settings = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     if (folder / "summary.json").is_file():
@@ -80,33 +79,21 @@ def load_run(folder: Path) -> Optional[Record]:
         summary = _from_settings(settings, "incomplete")
     else:
         return None
-    every = (settings.get("diagnostics") or {}).get("every")
     return Record(folder, summary, read_jsonl(folder / "metrics.jsonl") or [], settings,
-                  read_jsonl(folder / "diagnostics.jsonl") if every is not None else None)
+                  read_jsonl(folder / "diagnostics.jsonl") if dig(settings, "diagnostics.every") is not None else None)
 
 
 def _from_settings(s: dict, status: str) -> RunSummary:
-    g = lambda *keys: _dig(s, keys)  # noqa: E731
-    return RunSummary(dataset=g("dataset", "name"), method_label=g("method", "label"), latent_bn=g("model", "latent_bn"),
-                      tol=g("solver", "tol"), seed=g("seed"), profile=g("profile"), status=status)
-
-
-def _dig(d, keys):
-    for k in keys:
-        d = d.get(k) if isinstance(d, dict) else None
-    return d
+    return RunSummary(dataset=dig(s, "dataset.name"), method_label=dig(s, "method.label"),
+                      latent_bn=dig(s, "model.latent_bn"), tol=dig(s, "solver.tol"), seed=s.get("seed"),
+                      profile=s.get("profile"), status=status)
 
 
 def load_records(runs_dir: Path, profile: Optional[str] = None) -> list:
     """All run records under ``runs_dir``; records stamped with another profile are left out."""
-    if not Path(runs_dir).is_dir():
-        return []
-    out = []
-    for folder in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()):
-        rec = load_run(folder)
-        if rec is not None and (profile is None or rec.summary.profile in (None, profile)):
-            out.append(rec)
-    return out
+    folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()) if Path(runs_dir).is_dir() else []
+    records = [rec for rec in map(load_run, folders) if rec is not None]
+    return [r for r in records if profile is None or r.summary.profile in (None, profile)]
 
 
 @dataclass
@@ -137,10 +124,7 @@ class Selection:
 def select(records: list, spec, seeds: tuple, missing_word: str = "missing", preferred: Optional[set] = None):
     """The records of ``spec`` by seed. When a seed has several (runs of older settings left in the folder), those
     the last sweep launched (``preferred``) win; otherwise the seed reads "ambiguous"."""
-    by_seed = {s: [] for s in seeds}
-    for rec in records:
-        if rec.seed in by_seed and spec.matches(rec):
-            by_seed[rec.seed].append(rec)
+    by_seed = {s: [r for r in records if r.seed == s and spec.matches(r)] for s in seeds}
     for s, recs in by_seed.items():
         chosen = [r for r in recs if r.path.name in (preferred or ())]
         if len(recs) > 1 and chosen:
@@ -160,9 +144,8 @@ class Cell:
 
 
 def gap_text(gaps: dict, seeds: tuple) -> str:
-    words = set(gaps.values())
-    if len(words) == 1 and len(gaps) == len(seeds):
-        return next(iter(words))
+    if len(set(gaps.values())) == 1 and len(gaps) == len(seeds):  # every seed for one reason: the reason alone
+        return next(iter(gaps.values()))
     return ", ".join(f"s{s} {w}" for s, w in sorted(gaps.items()))
 
 
@@ -204,16 +187,14 @@ def const_cell(sel: Selection, value: Callable, fmt: Callable) -> Cell:
 
 
 def epoch_cell(sel: Selection, key: str, fmt: Callable) -> Cell:
-    """A per-epoch metric of every completed seed's epochs: the median, [min–max] over the epochs (the spread the
-    machine's load adds to a time)."""
+    """A per-epoch metric over every completed seed's epochs: the median [min–max] (the spread load adds to a time)."""
     vals = [float(v) for r in sel.completed() for v in r.column(key)]
-    gaps = sel.gaps()
     if not vals:
-        return aggregate([], sel.seeds, gaps, fmt) if not sel.completed() else Cell("n/a", note="n/a")
+        return aggregate([], sel.seeds, sel.gaps(), fmt) if not sel.completed() else Cell("n/a", note="n/a")
     med = statistics.median(vals)
     text = f"{fmt(med)} [{fmt(min(vals), med)}–{fmt(max(vals), med)}]"
-    if gaps:
-        text += f" ({gap_text(gaps, sel.seeds)})"
+    if sel.gaps():
+        text += f" ({gap_text(sel.gaps(), sel.seeds)})"
     return Cell(text, med, None, len(vals), f"min {min(vals)!r} max {max(vals)!r}")
 
 
@@ -245,21 +226,18 @@ def ratio_cell(num: Selection, den: Selection, key: str, fmt: Callable, names: t
 
 
 def distinct(records: list, value: Callable, sep: str) -> str:
-    seen = []
-    for r in records:
-        v = value(r.summary)
-        if v not in seen:
-            seen.append(v)
-    return sep.join(seen) if seen else "— (no completed run)"
+    """The distinct values of ``value(record)``, in the records' order."""
+    return sep.join(dict.fromkeys(value(r) for r in records)) or NO_RUN
 
 
 def hardware(records: list) -> str:
-    return distinct(records, lambda s: s.device_name or s.device or "unknown", "; ")
+    return distinct(records, lambda r: r.summary.device_name or r.summary.device or "unknown", "; ")
 
 
 def versions(records: list) -> str:
-    return distinct(records, lambda s: ", ".join(f"{k} {v}" for k, v in (s.versions or {}).items()) or "unknown", "; ")
+    return distinct(records, lambda r: ", ".join(f"{k} {v}" for k, v in (r.summary.versions or {}).items())
+                    or "unknown", "; ")
 
 
 def commits(records: list) -> str:
-    return distinct(records, lambda s: s.commit or "unknown", ", ")
+    return distinct(records, lambda r: r.summary.commit or "unknown", ", ")

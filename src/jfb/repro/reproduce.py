@@ -3,34 +3,26 @@
     python -m jfb.repro.reproduce --profile quick --seeds "0 1 2" --data-dir data \
         [--results-root reproduced] [--launcher joblib|submitit_slurm] [--dry-run] [--no-download] [overrides...]
 
-The profile's runs are those of Tables 1-3 and Figures 5-6 (Tables 1 and 2 with every seed, the others with the
-first) and its gradient-diagnostics runs. Runs land in ``<results-root>/<profile>/runs/<run_name>/``, tables and
-figures in ``<results-root>/<profile>/``. The default results root, ``reproduced/``, holds this machine's results
-and is ignored by git; the committed reference results (``results/<profile>/``, other hardware) are never read as
-this machine's: ``make update-reference`` writes them deliberately with ``--results-root results``.
-
-Each multirun is ``python -m jfb.train -m ...``: rerun, the trainer skips completed runs, resumes unfinished ones
-and extends those that ran fewer epochs (:func:`jfb.training.plan`, which the dry run asks too). A multirun with
-a failed job exits non-zero after running the others; the next multirun still starts and the tables are built in
-any case, showing the failure. Datasets whose files are missing are not launched (MNIST is downloaded first,
-unless ``--no-download``); a profile none of whose datasets has data exits with status 2. Trailing arguments are
-passed to every run as Hydra overrides, e.g. ``device=cuda``.
+Runs land in ``<results-root>/<profile>/runs/``, the tables beside them; the default root is this machine's, and the
+committed ``results/`` is never read as this machine's. Rerun, the trainer skips completed runs and resumes or extends
+the others; the tables are built even when a multirun fails, showing it. Datasets without data are not launched.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import shlex
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..data.download import download, has_files
 from . import config, sweeps
-from .records import load_records, select
-from .tables import LOCAL_ROOT, MANIFEST, REFERENCE_ROOT, build, parse_seeds
+from .records import load_records
+from .tables import LOCAL_ROOT, MANIFEST, REFERENCE_ROOT, Context, build, parse_seeds
+from .wandb_tables import log_build
 
 NO_DATA_EXIT = 2
 DOWNLOAD_ON_THE_SPOT = ("mnist",)  # small enough to fetch at once; SVHN and CIFAR-10: `make data`
@@ -45,8 +37,7 @@ def _key(override: str) -> str:
 
 
 def run_overrides(profile, runs_dir: Path, data_dir: Path, extra: list) -> list:
-    """The overrides every run of the sweep gets besides its spec's and its seed: the profile's, the run folder
-    root, the data folder, the profile stamp, the W&B group, then the user's (which replace any of the same key)."""
+    """The overrides of every run besides its spec's and seed; the user's (``extra``) replace any of the same key."""
     common = {**profile.overrides, "paths.output_root": str(runs_dir), "paths.data_dir": str(data_dir),
               "profile": profile.name}
     logger = ([e.split("=", 1)[1] for e in extra if _key(e) == "logger"] or [profile.overrides.get("logger")])[-1]
@@ -56,15 +47,13 @@ def run_overrides(profile, runs_dir: Path, data_dir: Path, extra: list) -> list:
     return [f for f in fixed if _key(f) not in extra_keys] + list(extra)
 
 
-def launcher_args(profile, launcher) -> list:
-    if launcher:
-        return [f"hydra/launcher={launcher}"]
-    return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={profile.jobs}"] if profile.jobs > 1 else []
-
-
 def commands(profile, seeds: tuple, runs_dir: Path, data_dir: Path, datasets: tuple, launcher, extra: list) -> list:
     """The ``python -m jfb.train -m`` command lines that cover every run of the profile."""
-    fixed = run_overrides(profile, runs_dir, data_dir, extra) + launcher_args(profile, launcher)
+    fixed = run_overrides(profile, runs_dir, data_dir, extra)
+    if launcher:
+        fixed.append(f"hydra/launcher={launcher}")
+    elif profile.jobs > 1:
+        fixed += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={profile.jobs}"]
     groups = sweeps.multiruns(profile.specs(datasets))
     clash = sorted({_key(e) for e in extra} & ({k for g, _ in groups for k in g} | {"seed", "diagnostics.every"}))
     if clash:
@@ -75,12 +64,12 @@ def commands(profile, seeds: tuple, runs_dir: Path, data_dir: Path, datasets: tu
 
 def plan_runs(profile, seeds: tuple, overrides: list, runs_dir: Path, datasets: tuple) -> list:
     """(spec, seed, run folder, the trainer's plan) of every run, as the trainer will see its folder."""
-    from ..training import ConfigError, plan
+    from ..training import ConfigError, load, plan
 
     out = []
     for spec in profile.specs(datasets):
         for seed in (seeds if spec.all_seeds else seeds[:1]):
-            cfg = config.run_config([*spec.override_args(), f"seed={seed}", *overrides])
+            cfg = load(config.resolved([*spec.override_args(), f"seed={seed}", *overrides]))
             folder = Path(runs_dir) / cfg.run_name
             try:
                 p = plan(folder, cfg)
@@ -107,16 +96,6 @@ def estimate(planned: list, reference: Path, jobs: int) -> str:
             "takes longer")
 
 
-def unfinished(runs_dir: Path, profile, datasets: tuple, seeds: tuple, preferred: set) -> list:
-    """(spec, seed, why) of every run of the sweep that has no completed record."""
-    records = load_records(runs_dir, profile.name)
-    out = []
-    for spec in profile.specs(datasets):
-        sel = select(records, spec, seeds if spec.all_seeds else seeds[:1], preferred=preferred)
-        out += [(spec, seed, why) for seed, why in sel.gaps().items()]
-    return out
-
-
 def check_data(profile, data_dir: Path, allow_download: bool, dry_run: bool) -> dict:
     """dataset -> reason, for each dataset of the profile without data (after MNIST's download)."""
     if not profile.needs_data:
@@ -125,8 +104,7 @@ def check_data(profile, data_dir: Path, allow_download: bool, dry_run: bool) -> 
     failed = {}
     for ds in [d for d in skipped if d in DOWNLOAD_ON_THE_SPOT and allow_download and not dry_run]:
         say(f"{sweeps.title(ds)}: files missing, downloading them into {data_dir} with torchvision ...")
-        why = download(ds, data_dir)
-        if why is None:
+        if (why := download(ds, data_dir)) is None:
             del skipped[ds]
         else:
             failed[ds] = why
@@ -141,21 +119,20 @@ def check_data(profile, data_dir: Path, allow_download: bool, dry_run: bool) -> 
 
 def _portable(cmd: list, data_dir: Path) -> str:
     """A command for the manifest: no folder of this machine (the data folder as $DATA_DIR, others relative)."""
-    out = ["python"] + cmd[1:]
-    out = [a.replace(str(data_dir), "$DATA_DIR") for a in out]
-    return " ".join(a.replace(os.getcwd() + os.sep, "") for a in out)
+    return " ".join(a.replace(str(data_dir), "$DATA_DIR").replace(os.getcwd() + os.sep, "")
+                    for a in ["python", *cmd[1:]])
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m jfb.repro.reproduce", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="quick", choices=sorted(sweeps.PROFILES))
-    p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (default: 0)')
+    p.add_argument("--seeds", default=None, help='seeds, e.g. "0 1 2" (default: the profile\'s)')
     p.add_argument("--data-dir", default=os.environ.get("JFB_DATA_DIR") or "data")
     p.add_argument("--results-root", default=LOCAL_ROOT,
                    help=f"writes <results-root>/<profile>/ (default: {LOCAL_ROOT}, this machine's results; "
                         f"{REFERENCE_ROOT}: update the committed reference)")
-    p.add_argument("--reference-root", default=REFERENCE_ROOT, help="the committed reference results (default: results)")
+    p.add_argument("--reference-root", default=REFERENCE_ROOT, help="the committed reference (default: results)")
     p.add_argument("--launcher", default=os.environ.get("LAUNCHER") or None,
                    help="Hydra launcher: joblib (parallel, local) or submitit_slurm (SLURM); default: the profile's")
     p.add_argument("--dry-run", action="store_true", help="print the commands and a time estimate, run nothing")
@@ -173,10 +150,10 @@ def main(argv=None) -> int:
 
 def _main(a) -> int:
     profile = sweeps.get_profile(a.profile)
-    seeds = parse_seeds(a.seeds) or (0,)
+    seeds = parse_seeds(a.seeds) or profile.seeds
     extra = shlex.split(os.environ.get("EXTRA", "")) + list(a.overrides)
     out_dir = Path(a.results_root) / profile.name
-    runs_dir, data_dir = out_dir / "runs", Path(a.data_dir).resolve()
+    runs_dir, data_dir = out_dir / "runs", Path(a.data_dir).absolute()  # a link stays a link: records keep its name
     skipped = check_data(profile, data_dir, a.download, a.dry_run)
     datasets = tuple(ds for ds in sweeps.DATASETS if ds not in skipped)
     if not datasets:
@@ -189,9 +166,8 @@ def _main(a) -> int:
         f"(Tables 1-2; the other runs seed {seeds[0]}), into {runs_dir}")
     say(f"time: {estimate(planned, Path(a.reference_root) / profile.name / 'runs', profile.jobs)}")
     if a.dry_run:
-        for spec, seed, folder, p in planned:
-            what = p if isinstance(p, str) else f"{p.action}, {p.epochs_left} epoch(s) to train"
-            say(f"  {folder.name}: {what}")
+        for _, _, folder, p in planned:
+            say(f"  {folder.name}: {p if isinstance(p, str) else f'{p.action}, {p.epochs_left} epoch(s) to train'}")
         for c in cmds:
             print(shlex.join(c))
         return 0
@@ -199,10 +175,9 @@ def _main(a) -> int:
     manifest = {"profile": profile.name, "seeds": list(seeds), "skipped": skipped, "data_dir": "$DATA_DIR",
                 "diagnostics_every": profile.diagnostics_every, "extra_overrides": extra,
                 "run_names": sorted(folder.name for _, _, folder, _ in planned),
-                "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "commands": [_portable(c, data_dir) for c in cmds], "returncodes": []}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    failed = 0
     for i, c in enumerate(cmds, 1):
         say(f"multirun {i}/{len(cmds)}: {_portable(c, data_dir)}")
         rc = subprocess.call(c)
@@ -210,18 +185,17 @@ def _main(a) -> int:
         if rc == 130:
             raise KeyboardInterrupt
         if rc != 0:
-            failed += 1
             say(f"multirun {i} exited with {rc}; going on (its failed runs show in the tables)")
-    manifest["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    manifest["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     built = build(profile.name, a.results_root, seeds, figures=not a.no_figures, reference_root=a.reference_root)
     say(f"wrote {', '.join(sorted({q.name for q in built.written.values()}))} into {out_dir}/")
     for line in built.not_drawn:
         say(line)
-    from .wandb_tables import log_build
-
     say(log_build(built, profile.name, seeds, out_dir))
-    gaps = unfinished(runs_dir, profile, datasets, seeds, set(manifest["run_names"]))
+    ctx = Context(load_records(runs_dir, profile.name), seeds, preferred=set(manifest["run_names"]))
+    gaps = [(spec, seed, why) for spec in profile.specs(datasets) for seed, why in ctx.select(spec).gaps().items()]
+    failed = sum(rc != 0 for rc in manifest["returncodes"])
     for spec, seed, why in gaps:
         say(f"{spec.dataset} {spec.label} (latent_bn={spec.latent_bn}) seed {seed}: {why}")
     if failed or gaps:

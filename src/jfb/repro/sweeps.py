@@ -1,16 +1,11 @@
 """What `make reproduce-table` runs: the runs each table and figure needs, and the profiles.
 
-A :class:`RunSpec` names one training configuration (seed aside) by its Hydra overrides. The method label it
-expects in a run's records is read from the composed config (:mod:`jfb.repro.config`), as the trainer reads it,
-and the tables select records with the same specs the sweep launches, so what is run and what is read cannot
-drift apart. :func:`multiruns` groups the deduplicated specs of a profile into as few Hydra multiruns as possible.
-
-Gradient diagnostics (``diagnostics.every``) run in runs of their own, one MNIST run per method: the setting is
-part of a run's identity (its folder), and :meth:`RunSpec.matches` checks it against the record, so a diagnostics
-run never stands in for a timed run, nor a timed run for a diagnostics run.
+The tables select records with the same :class:`RunSpec` the sweep launches, so what runs and what is read cannot
+drift apart; ``diagnostics.every`` is part of a spec, so a diagnostics run never stands in for a timed run.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -47,14 +42,10 @@ class RunSpec:
 
     def overrides(self) -> dict:
         """Hydra overrides (key -> value) of this run, seed and profile aside."""
-        out = {"experiment": f"paper/{self.dataset}", "method": self.method, "model.latent_bn": _value(self.latent_bn)}
-        out.update({f"method.options.{k}": _value(v) for k, v in self.options})
-        if self.tol is not None:
-            out["solver.tol"] = _value(self.tol)
-        if self.diagnostics is not None:
-            out["diagnostics.every"] = _value(self.diagnostics)
-        out.update({k: _value(v) for k, v in self.extra})
-        return out
+        out = {"experiment": f"paper/{self.dataset}", "method": self.method, "model.latent_bn": self.latent_bn,
+               **{f"method.options.{k}": v for k, v in self.options}, "solver.tol": self.tol,
+               "diagnostics.every": self.diagnostics, **dict(self.extra)}
+        return {k: _value(v) for k, v in out.items() if v is not None}
 
     def override_args(self) -> list:
         return [f"{k}={v}" for k, v in self.overrides().items()]
@@ -67,19 +58,13 @@ class RunSpec:
     def matches(self, record) -> bool:
         """Whether a run record (:class:`jfb.repro.records.Record`) is this configuration."""
         s = record.summary
-        if record.diagnostics_every != self.diagnostics or s.dataset != self.dataset or s.method_label != self.label:
-            return False
-        if s.latent_bn is None or bool(s.latent_bn) != self.latent_bn:
-            return False
-        return self.tol is None or (s.tol is not None and math.isclose(float(s.tol), self.tol, rel_tol=1e-9))
+        same_tol = self.tol is None or (s.tol is not None and math.isclose(float(s.tol), self.tol, rel_tol=1e-9))
+        return (record.diagnostics_every == self.diagnostics and s.dataset == self.dataset and same_tol
+                and s.latent_bn is not None and bool(s.latent_bn) == self.latent_bn and s.method_label == self.label)
 
 
 def jfb(dataset: str, latent_bn: bool = True, all_seeds: bool = False) -> RunSpec:
     return RunSpec(dataset, "jfb", latent_bn, all_seeds=all_seeds)
-
-
-def explicit(dataset: str) -> RunSpec:
-    return RunSpec(dataset, "explicit", True, all_seeds=True)
 
 
 def ift(dataset: str, all_seeds: bool = False) -> RunSpec:
@@ -88,40 +73,14 @@ def ift(dataset: str, all_seeds: bool = False) -> RunSpec:
 
 
 def exact_ift(dataset: str, latent_bn: bool = False) -> RunSpec:
-    """The exact implicit gradient on the same network: batch CG from the JFB adjoint to a relative tolerance of
-    1e-6 (at most 200 iterations; exact under batch-norm coupling too), so that the diagnostics measure its cosine
-    to the exact gradient near 1."""
+    """The exact implicit gradient: batch CG (exact under batch-norm coupling) from the JFB adjoint to relative 1e-6."""
     return RunSpec(dataset, "ift", latent_bn, (("backward_tol", 1e-6), ("backward_stop", "rel"),
                                                ("backward_max_iter", 200), ("backward_residual", "sample"),
                                                ("cg_scope", "batch"), ("cg_start", "g")), (("method.label", "ift-exact"),))
 
 
-def phantom(dataset: str, k: int = 5, damping: float = 0.5) -> RunSpec:
-    """The phantom gradient (Geng et al. 2021): k damped steps from the fixed point, differentiated."""
-    return RunSpec(dataset, "unrolled", True, (("window", k), ("damping", damping)),
-                   (("method.label", f"phantom-k{k}"),))
-
-
-def stochastic_jfb(dataset: str) -> RunSpec:
-    """Stochastic JFB: Neumann with a geometric number of terms of mean 1, drawn every step."""
-    return RunSpec(dataset, "neumann", True, (("terms", 1), ("random", "geometric")),
-                   (("method.label", "jfb-stochastic"),))
-
-
-def jfb_jac_reg(dataset: str, weight: float = 1.0) -> RunSpec:
-    """JFB with the Jacobian regulariser (Bai, Koltun and Kolter 2021) of weight ``weight``, one Hutchinson vector."""
-    return RunSpec(dataset, "jfb", True, extra=(("model.jac_reg", weight), ("method.label", "jfb-jacreg")))
-
-
-def unrolled(dataset: str, latent_bn: bool = False) -> RunSpec:
-    return RunSpec(dataset, "unrolled", latent_bn)
-
-
 def neumann(dataset: str, k: int) -> RunSpec:
     return RunSpec(dataset, "neumann", True, (("terms", k),))
-
-
-NEUMANN_K = (1, 2, 5, 10)  # Figure 6's truncations besides k = 0 (JFB); the paper does not list its k (our choice)
 
 
 @dataclass(frozen=True)
@@ -133,7 +92,7 @@ class Curve:
 
 
 def table1_specs(dataset: str) -> dict:
-    return {"explicit": explicit(dataset), "jfb": jfb(dataset, all_seeds=True)}
+    return {"explicit": RunSpec(dataset, "explicit", True, all_seeds=True), "jfb": jfb(dataset, all_seeds=True)}
 
 
 def table2_specs(dataset: str) -> dict:
@@ -141,55 +100,57 @@ def table2_specs(dataset: str) -> dict:
 
 
 def table3_specs(dataset: str) -> dict:
-    """JFB, the paper's Jacobian-based method, the exact implicit gradient and unrolled on one network: the one
-    Jacobian-based training needs, without latent batch norm."""
+    """Four methods on one network: the one Jacobian-based training needs, without latent batch norm."""
     return {"jfb": jfb(dataset, latent_bn=False), "ift": ift(dataset), "ift_exact": exact_ift(dataset),
-            "unrolled": unrolled(dataset)}
+            "unrolled": RunSpec(dataset, "unrolled", False)}
 
 
 def cg_bn_specs() -> dict:
-    """The paper dropped latent batch norm from the Jacobian-based network because CG "did not converge" with it:
-    the preset's method on MNIST without latent batch norm (Table 2's run) and with it, where the samples are
-    coupled, so CG runs over the whole batch."""
+    """The preset's Jacobian-based method on MNIST without latent batch norm (Table 2's run) and with it, which the
+    paper dropped as CG "did not converge"; batch norm couples the samples, so CG runs over the whole batch."""
     return {"no_bn": ift("mnist"), "bn": RunSpec("mnist", "ift", True, (("cg_scope", "batch"),))}
 
 
 def fig5_curves(dataset: str) -> list:
-    """Figure 5: JFB (latent BN) against Jacobian-based (no latent BN), Table 2's runs."""
     return [Curve(jfb(dataset, all_seeds=True), "JFB (latent BN)"),
             Curve(ift(dataset, all_seeds=True), "Jacobian-based (IFT, CG, no latent BN)")]
 
 
 def fig6_curves() -> list:
-    return [Curve(jfb("mnist", all_seeds=True), "k = 0 (JFB)")] + [Curve(neumann("mnist", k), f"k = {k}")
-                                                                   for k in NEUMANN_K]
+    """JFB (k = 0) and Neumann truncations k; the paper does not list its k (ours: 1, 2, 5, 10)."""
+    return [Curve(jfb("mnist", all_seeds=True), "k = 0 (JFB)"), *(Curve(neumann("mnist", k), f"k = {k}")
+                                                                  for k in (1, 2, 5, 10))]
 
 
-DIAGNOSTICS_NEUMANN_K = (1, 2, 5)
+def _checked(curves: list, every: int) -> list:
+    """``curves`` with gradient checks every ``every`` training steps."""
+    if every is None or int(every) < 1:
+        raise ValueError(f"diagnostics every must be a positive number of steps, not {every!r}")
+    return [Curve(replace(c.spec, diagnostics=int(every)), c.label) for c in curves]
 
 
 def diagnostics_curves(every: int) -> list:
-    """The gradient-diagnostics runs (MNIST, one per method, each with ``diagnostics.every=every``), every method on
-    the network the rest of the sweep trains it on, at the preset's tolerance."""
-    if every is None or int(every) < 1:
-        raise ValueError(f"diagnostics every must be a positive number of steps, not {every!r}")
-    curves = [Curve(jfb("mnist"), "JFB (latent BN)")]
-    curves += [Curve(neumann("mnist", k), f"Neumann k = {k} (latent BN)") for k in DIAGNOSTICS_NEUMANN_K]
-    curves += [Curve(unrolled("mnist"), "Unrolled (no latent BN)"),
-               Curve(ift("mnist"), "Jacobian-based (the authors' CG; no latent BN)"),
-               Curve(exact_ift("mnist"), "Exact implicit gradient (CG to 1e-6; no latent BN)")]
-    return [Curve(replace(c.spec, diagnostics=int(every)), c.label) for c in curves]
+    """The gradient-diagnostics runs (MNIST), every method on the network the rest of the sweep trains it on."""
+    return _checked([Curve(jfb("mnist"), "JFB (latent BN)"),
+                     *(Curve(neumann("mnist", k), f"Neumann k = {k} (latent BN)") for k in (1, 2, 5)),
+                     Curve(RunSpec("mnist", "unrolled", False), "Unrolled (no latent BN)"),
+                     Curve(ift("mnist"), "Jacobian-based (the authors' CG; no latent BN)"),
+                     Curve(exact_ift("mnist"), "Exact implicit gradient (CG to 1e-6; no latent BN)")], every)
 
 
 def methods_curves(every: int) -> list:
-    """Beyond the paper: the gradient methods compared with JFB since, on one network (MNIST with latent batch norm)
-    and schedule, each with the profile's gradient checks."""
-    curves = [Curve(jfb("mnist"), "JFB"), Curve(neumann("mnist", 1), "Neumann k = 1"),
-              Curve(neumann("mnist", 2), "Neumann k = 2"), Curve(phantom("mnist"), "Phantom gradient (k = 5, λ = 0.5)"),
-              Curve(stochastic_jfb("mnist"), "Stochastic JFB (geometric, mean 1 term)"),
-              Curve(exact_ift("mnist", latent_bn=True), "Exact implicit gradient (CG to 1e-6)"),
-              Curve(jfb_jac_reg("mnist"), "JFB + Jacobian regulariser (weight 1)")]
-    return [Curve(replace(c.spec, diagnostics=int(every)), c.label) for c in curves]
+    """Beyond the paper, on MNIST with latent batch norm: methods compared with JFB since, among them the phantom
+    gradient (Geng et al. 2021) and the Jacobian regulariser (Bai, Koltun and Kolter 2021)."""
+    return _checked([
+        Curve(jfb("mnist"), "JFB"), Curve(neumann("mnist", 1), "Neumann k = 1"),
+        Curve(neumann("mnist", 2), "Neumann k = 2"),
+        Curve(RunSpec("mnist", "unrolled", True, (("window", 5), ("damping", 0.5)), (("method.label", "phantom-k5"),)),
+              "Phantom gradient (k = 5, λ = 0.5)"),
+        Curve(RunSpec("mnist", "neumann", True, (("terms", 1), ("random", "geometric")),
+                      (("method.label", "jfb-stochastic"),)), "Stochastic JFB (geometric, mean 1 term)"),
+        Curve(exact_ift("mnist", latent_bn=True), "Exact implicit gradient (CG to 1e-6)"),
+        Curve(RunSpec("mnist", "jfb", True, extra=(("model.jac_reg", 1.0), ("method.label", "jfb-jacreg"))),
+              "JFB + Jacobian regulariser (weight 1)")], every)
 
 
 def all_specs(datasets: tuple = DATASETS, diagnostics_every: int | None = None) -> list:
@@ -204,14 +165,12 @@ def all_specs(datasets: tuple = DATASETS, diagnostics_every: int | None = None) 
         specs += [c.spec for c in diagnostics_curves(diagnostics_every) + methods_curves(diagnostics_every)]
     out = []
     for s in specs:
-        if s.dataset not in datasets:
-            continue
-        if replace(s, all_seeds=True) in out or s in out:
-            continue
-        if replace(s, all_seeds=False) in out:  # needed with every seed after all
-            out[out.index(replace(s, all_seeds=False))] = s
-            continue
-        out.append(s)
+        if s.dataset in datasets and replace(s, all_seeds=True) not in out:
+            single = replace(s, all_seeds=False)
+            if single in out:  # needed with every seed after all
+                out[out.index(single)] = s
+            else:
+                out.append(s)
     return out
 
 
@@ -223,6 +182,7 @@ class Profile:
     needs_data: bool = True  # real files: datasets whose files are missing are skipped (gaps)
     diagnostics_every: int | None = None  # diagnostics.every of the gradient-diagnostics runs; None: none
     jobs: int = 1  # runs at once (Hydra's joblib launcher) unless a launcher is given
+    seeds: tuple = (0,)  # the seeds of Tables 1 and 2 unless the command says otherwise (the other runs: the first)
 
     def specs(self, datasets: tuple = DATASETS) -> list:
         return all_specs(datasets, self.diagnostics_every)
@@ -238,7 +198,7 @@ PROFILES = {
         # one thread per run and two runs at once: each run's process CPU time (the tables' time) is what its own
         # core spends on it, whatever the other run does
         {"trainer.epochs": "4", "trainer.max_batches": "200", "trainer.progress": "false", "threads": "1"},
-        diagnostics_every=50, jobs=2),
+        diagnostics_every=50, jobs=2, seeds=(0, 1, 2)),
     "smoke": Profile(
         "smoke", "asks for synthetic data with the real shapes, 2 epochs of 2 batches of 2 images, max_iter 8; checks "
         "the pipeline, its numbers mean nothing",
@@ -250,40 +210,29 @@ PROFILES = {
 
 
 def get_profile(name: str) -> Profile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise SystemExit(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}") from None
+    if name not in PROFILES:
+        raise SystemExit(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
 
 
 def multiruns(specs: list) -> list:
-    """Group run specs into Hydra multiruns: each is key -> list of values whose cartesian product is a subset of
-    ``specs``; together they cover every spec once. Two groups with the same keys (and seed rule) that differ in
-    one key's values merge, until nothing merges."""
+    """Group run specs into Hydra multiruns ((key -> values, every seed or not)) that cover each spec once: the first
+    two groups of the same keys and seed rule that differ in one key's values merge, until none do."""
     groups = [({k: [v] for k, v in s.overrides().items()}, s.all_seeds) for s in specs]
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                (a, sa), (b, sb) = groups[i], groups[j]
-                diff = [k for k in a if a[k] != b.get(k)]
-                if a.keys() == b.keys() and sa == sb and len(diff) == 1:
-                    a[diff[0]] = a[diff[0]] + [v for v in b[diff[0]] if v not in a[diff[0]]]
-                    del groups[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return groups
+    while True:
+        pairs = [(a, b) for i, (a, every_a) in enumerate(groups) for b, every_b in groups[i + 1:]
+                 if every_a == every_b and a.keys() == b.keys() and sum(a[k] != b[k] for k in a) == 1]
+        if not pairs:
+            return groups
+        a, b = pairs[0]
+        key = next(k for k in a if a[k] != b[k])
+        a[key] += [v for v in b[key] if v not in a[key]]
+        groups = [g for g in groups if g[0] is not b]
 
 
 def expand(group: dict) -> list:
     """The single runs of a multirun group (its cartesian product)."""
-    runs = [{}]
-    for k, values in group.items():
-        runs = [{**r, k: v} for r in runs for v in values]
-    return runs
+    return [dict(zip(group, values)) for values in itertools.product(*group.values())]
 
 
 def sweep_args(group: dict) -> list:

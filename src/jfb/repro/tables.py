@@ -1,14 +1,8 @@
-"""Tables 1-3, the gradient-diagnostics table and the latent-batch-norm table (markdown and CSV), the figures, and the
-results summaries of the README and docs/results.md, all built from run records by one renderer.
+"""Tables 1-3, the gradient-diagnostics, methods and latent-batch-norm tables (markdown and CSV), the figures, and
+the results summaries of the README and docs/results.md, all built from run records by one renderer.
 
     python -m jfb.repro.tables --profile quick [--results-root reproduced] [--seeds "0 1 2"]
     python -m jfb.repro.tables --docs            # README's summary and docs/results.md from results/<profile>/
-
-A table is a list of columns (a title, a getter from a run record, a format, and how runs and epochs combine) and
-rows (a run spec's records, or a paired ratio of two). Notes are text files beside this module (``notes/``); the
-builder adds what only the records can say (a noise caveat when epoch times spread, a baseline that cannot miss).
-Every number of ours comes from a completed run's record; the paper's numbers from the dataset registry
-(``jfb.data.specs``). A run that is missing, failed or unfinished shows as that word, never as a number.
 """
 from __future__ import annotations
 
@@ -28,29 +22,26 @@ from typing import Callable, Optional
 
 from ..data import DATASETS as REGISTRY
 from . import config
-from .records import (Cell, Record, Selection, commits, const_cell, epoch_cell, gap_text, hardware, load_records,
-                      ratio_cell, select, spread, versions)
-from .records import cell as seed_cell
-from .sweeps import (DATASETS, PROFILES, cg_bn_specs, diagnostics_curves, table1_specs, table2_specs, table3_specs,
-                     title)
+from .records import (NO_RUN, Cell, Record, Selection, cell as seed_cell, commits, const_cell, distinct, epoch_cell,
+                      gap_text, hardware, load_records, ratio_cell, select, spread, versions)
+from .sweeps import (DATASETS, PROFILES, cg_bn_specs, diagnostics_curves, methods_curves, table1_specs, table2_specs,
+                     table3_specs, title)
 
 MANIFEST = "sweep.json"  # written by jfb.repro.reproduce: seeds, datasets skipped for want of data, run names
 LOCAL_ROOT = "reproduced"  # this machine's results (git ignores it)
 REFERENCE_ROOT = "results"  # the committed reference results (other hardware)
-NOTES = Path(__file__).parent / "notes"
 NO_VAL_SPLIT = "n/a: no validation split (dataset.val_size=0)"
 NO_DIAGNOSTICS = "not run: no diagnostics.every for this profile"
 NOISY = 0.25  # a time column whose epochs spread by more than this share of their median gets a caveat
 
 
-# ---------------------------------------------------------------- formats (value, and the mean it is the std of)
-
-def fmt_acc(x, ref=None):
-    return f"{x:.2f}"
-
-
-def fmt_int(x, ref=None):
-    return f"{int(round(x)):,}"
+# ---------------------------------------------------------------- formats: fmt(value, ref), ref the mean of a std
+fmt_acc = "{:.2f}".format  # a bound str.format ignores the ref argument
+fmt_1 = "{:.1f}".format
+fmt_norm = "{:.3f}".format
+fmt_int = "{:,.0f}".format
+fmt_pct = "{:.0f} %".format
+fmt_ratio = "{:.2f}×".format
 
 
 def fmt_time(x, ref=None):
@@ -59,29 +50,13 @@ def fmt_time(x, ref=None):
     return f"{x:.{1 if r >= 10 else 2 if r >= 0.1 else 3}f}"
 
 
-def fmt_1(x, ref=None):
-    return f"{x:.1f}"
-
-
-def fmt_pct(x, ref=None):
-    return f"{x:.0f} %"
-
-
 def fmt_cos(x, ref=None):
     """Four decimals; six where four would round to 1 (a tight implicit gradient's cosine)."""
     return f"{x:.{6 if abs(x if ref is None else ref) >= 0.99995 else 4}f}"
 
 
-def fmt_norm(x, ref=None):
-    return f"{x:.3f}"
-
-
 def fmt_count(x, ref=None):
     return f"{x:.0f}" if float(x if ref is None else ref).is_integer() and float(x).is_integer() else f"{x:.1f}"
-
-
-def fmt_ratio(x, ref=None):
-    return f"{x:.2f}×"
 
 
 def fmt_sci(x, ref=None):
@@ -100,13 +75,9 @@ def fmt_schedule(x, ref=None):
 
 
 # ---------------------------------------------------------------- values read from a record
-
 def per_epoch(key: str) -> Callable:
-    """A summed metric per epoch (e.g. products per epoch), from summary.json's total over the epochs."""
-    def value(r: Record):
-        vals = r.column(key)
-        return statistics.fmean(vals) if vals and len(vals) == r.summary.epochs_completed else None
-    return value
+    """The mean over the epochs of a per-epoch metric (e.g. products per epoch), when every epoch recorded it."""
+    return lambda r: statistics.fmean(r.column(key)) if 0 < len(r.column(key)) == r.summary.epochs_completed else None
 
 
 def mean_of(key: str, scale: float = 1.0) -> Callable:
@@ -121,22 +92,20 @@ def summary(key: str) -> Callable:
     return lambda r: getattr(r.summary, key)
 
 
-def _diag(values: Callable, need: str = "cosine") -> Callable:
-    """A diagnostics figure of a run's checks; ``need``: what must be there for a number ("file", "checks",
-    "cosine", "norm")."""
-    def value(r: Record):
-        rows = r.diagnostics or []
-        return values(rows)
-    value.need = need
-    return value
-
-
 def cosines(rows):
     return [x["cos_all"] for x in rows if x.get("cos_all") is not None]
 
 
 def norms(rows):
     return [x["jac_norm"] for x in rows if x.get("jac_norm") is not None]
+
+
+def _diag(values: Callable, need: str = "cosine") -> Callable:
+    """A figure of a run's checks; ``need``: what it needs ("file", "checks", "cosine", "norm")."""
+    def value(r: Record):
+        return values(r.diagnostics or [])
+    value.need = need
+    return value
 
 
 def why_no_diagnostics(r: Record, need: str) -> Optional[str]:
@@ -149,21 +118,22 @@ def why_no_diagnostics(r: Record, need: str) -> Optional[str]:
     return None
 
 
-# ---------------------------------------------------------------- the table model
+DESCENT = _diag(lambda rows: 100 * sum(c > 0 for c in cosines(rows)) / len(cosines(rows)))
 
+
+# ---------------------------------------------------------------- the table model
 @dataclass(frozen=True)
 class Col:
-    """A column: ``text`` columns show a row's own words; the others a value of each record (``get``) combined
-    over the seeds (``over="seeds"``: mean ± std), over every epoch (``"epochs"``: median [min–max] of a
-    metrics.jsonl column named ``get``) or as one property (``"const"``); ``ratio``: the value of a ratio row."""
+    """A column without ``get`` shows a row's own words; with it, a value of each record combined ``over`` the seeds
+    (mean ± std), the epochs (median [min–max] of the metrics.jsonl column ``get``) or as one "const" property."""
 
     key: str
     title: str
     get: object = None
     fmt: Callable = fmt_1
     over: str = "seeds"
-    na: str = "n/a"
-    ratio: bool = False
+    na: str = "n/a"  # a completed run that did not measure it
+    ratio: bool = False  # shown in a paired ratio row
 
 
 @dataclass
@@ -171,6 +141,11 @@ class Row:
     cells: dict  # key -> text, for the text columns
     sel: Optional[Selection] = None
     pair: Optional[tuple] = None  # (numerator, denominator, names): a paired ratio row
+
+
+def records_of(rows: list) -> list:
+    """The completed records behind ``rows``, each once."""
+    return list({id(r): r for row in rows if row.sel for r in row.sel.completed()}.values())
 
 
 @dataclass
@@ -182,34 +157,15 @@ class Table:
     notes: list
     header_rows: list = field(default_factory=list)
 
-    @property
-    def records(self) -> list:
-        out = []
-        for row in self.rows:
-            for r in (row.sel.completed() if row.sel else []):
-                if r not in out:
-                    out.append(r)
-        return out
-
     def cells(self) -> list:
         """Every row as key -> text or Cell."""
-        out = []
-        for row in self.rows:
-            cells = dict(row.cells)
-            for c in self.cols:
-                if c.key in cells or c.get is None:
-                    continue
-                if row.pair is not None:
-                    cells[c.key] = ratio_cell(row.pair[0], row.pair[1], c.get, fmt_ratio, row.pair[2]) if c.ratio else ""
-                elif row.sel is not None:
-                    cells[c.key] = _cell(row.sel, c)
-            out.append(cells)
-        return out
+        return [{**row.cells, **{c.key: _cell(row, c) for c in self.cols
+                                 if c.get is not None and c.key not in row.cells and (row.sel or row.pair)}}
+                for row in self.rows]
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(c.title for c in self.cols) + " |", "|" + "---|" * len(self.cols)]
-        for cells in self.cells():
-            lines.append("| " + " | ".join(_text(cells.get(c.key, "")) for c in self.cols) + " |")
+        lines += ["| " + " | ".join(_text(cells.get(c.key, "")) for c in self.cols) + " |" for cells in self.cells()]
         return "\n".join(lines)
 
     def csv(self) -> str:
@@ -217,22 +173,24 @@ class Table:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow([k for c in self.cols for k in ((c.key,) if c.get is None else (c.key, f"{c.key}_std",
                                                                                        f"{c.key}_n", f"{c.key}_note"))])
-        for cells in self.cells():
-            row = []
-            for c in self.cols:
-                v = cells.get(c.key, "")
-                if c.get is None:
-                    row.append(_num(v.value) if hasattr(v, "value") else _text(v))
-                elif isinstance(v, Cell):
-                    row += [_num(v.mean), _num(v.std), v.n if v.mean is not None else "", v.note]
-                else:
-                    row += ["", "", "", _text(v)]
-            w.writerow(row)
+        w.writerows([x for c in self.cols for x in _csv_fields(c, cells.get(c.key, ""))] for cells in self.cells())
         return buf.getvalue()
 
 
-def _cell(sel: Selection, c: Col) -> Cell:
-    need = getattr(c.get, "need", None)
+def _csv_fields(c: Col, v) -> list:
+    """A text column's text (a paper's number as the number); else a cell's mean, std, n and note."""
+    if c.get is None:
+        return [_num(v.value) if hasattr(v, "value") else _text(v)]
+    if isinstance(v, Cell):
+        return [_num(v.mean), _num(v.std), v.n if v.mean is not None else "", v.note]
+    return ["", "", "", _text(v)]
+
+
+def _cell(row: Row, c: Col):
+    """Column ``c`` of a run row (a Cell), or of a ratio row (a Cell where ``c.ratio``, else empty)."""
+    if row.pair is not None:
+        return ratio_cell(row.pair[0], row.pair[1], c.get, fmt_ratio, row.pair[2]) if c.ratio else ""
+    sel, need = row.sel, getattr(c.get, "need", None)
     if need is not None:  # a diagnostics figure: a completed run without it says why in words
         whys = {r.seed: w for r in sel.completed() if (w := why_no_diagnostics(r, need)) is not None}
         if whys:
@@ -246,23 +204,24 @@ def _cell(sel: Selection, c: Col) -> Cell:
 
 
 def _text(v) -> str:
-    return v.text if isinstance(v, Cell) or hasattr(v, "text") else str(v)
+    return v.text if hasattr(v, "text") else str(v)
 
 
 def _num(x) -> str:
     return "" if x is None else repr(float(x))
 
 
-def note(name: str) -> list:
-    """The notes of ``notes/<name>.md``: one per paragraph."""
-    text = (NOTES / f"{name}.md").read_text()
+def note(name: str, **fill) -> list:
+    """The notes of ``notes/<name>.md``, one per paragraph, each ``{key}`` replaced by ``fill[key]``."""
+    text = (Path(__file__).parent / "notes" / f"{name}.md").read_text()
+    for key, value in fill.items():
+        text = text.replace(f"{{{key}}}", str(value))
     return [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
 
 
 @dataclass
 class Context:
-    """What every builder needs: the records, the expected seeds, the datasets without data, the last sweep's
-    run folders and the profile's diagnostics setting."""
+    """What every builder needs: the records, seeds, datasets without data, the last sweep's run folders."""
 
     records: list
     seeds: tuple
@@ -282,6 +241,7 @@ ACC = [Col("acc", "Test acc. % after the last epoch (ours)", summary("test_acc")
            na=NO_VAL_SPLIT),
        Col("acc_best_test", "Best test acc. % over epochs (test-set selection, as the authors; not ours)",
            summary("best_test_acc"), fmt_acc)]
+LAST_ACC = Col("acc", "Test acc. % after the last epoch", summary("test_acc"), fmt_acc)
 CPU = Col("cpu", "CPU s/epoch, training phase: median [min–max] (ours)", "cpu_time_s", fmt_time, "epochs", ratio=True)
 WALL = Col("time", "Wall s/epoch, training phase: median [min–max] (ours)", "epoch_time_s", fmt_time, "epochs",
            ratio=True)
@@ -290,14 +250,17 @@ WHOLE = Col("wall", "Whole epoch s: data, training, test evaluation (ours; the a
 EVAL = [Col("eval_iters", "Eval fwd iterations, mean (ours)", mean_of("eval_fwd_iters_mean")),
         Col("eval_capped", "Eval batches capped at max_iter, worst epoch (ours)", worst("eval_capped_frac", 100),
             fmt_pct)]
+FWD_ITERS = Col("fwd_iters", "Train fwd iterations (mean)", summary("fwd_iters_mean"))
+COS_MEDIAN = Col("cos_median", "Cosine to the exact gradient, median",
+                 _diag(lambda rows: statistics.median(cosines(rows))), fmt_cos)
+JAC_MEDIAN = Col("jac_median", "‖∂T/∂u‖₂ at u*, median", _diag(lambda rows: statistics.median(norms(rows)), "norm"),
+                 fmt_norm)
 
 
 def caveats(table_rows: list, cols: list) -> list:
-    """A noise caveat for every time column whose epochs spread widely, and the pairs of unequal runs."""
+    """A noise caveat for every time column whose epochs spread widely."""
     out = []
-    for c in cols:
-        if c.over != "epochs":
-            continue
+    for c in (c for c in cols if c.over == "epochs"):
         wide = [(row.cells.get("method", ""), s) for row in table_rows if row.sel
                 for s in [spread(row.sel, c.get)] if s is not None and s > NOISY]
         if wide:
@@ -309,18 +272,13 @@ def caveats(table_rows: list, cols: list) -> list:
 
 
 def solver_warnings(records: list) -> list:
-    capped = []
-    for r in records:
-        worst_share = worst("eval_capped_frac", 100)(r)
-        if worst_share:
-            capped.append(f"{title(r.summary.dataset)} {r.summary.method_label}, seed {r.seed} (up to "
-                          f"{worst_share:.0f} % of evaluation batches)")
+    capped = [f"{title(r.summary.dataset)} {r.summary.method_label}, seed {r.seed} (up to {share:.0f} % of evaluation "
+              "batches)" for r in records if (share := worst("eval_capped_frac", 100)(r))]
     return [f"⚠ Evaluation solves hit solver.max_iter without meeting solver.tol in: {'; '.join(capped)}; those test "
             "accuracies come partly from unconverged fixed points."] if capped else []
 
 
 # ---------------------------------------------------------------- the tables
-
 def table1(ctx: Context) -> Table:
     cols = [Col("dataset", "Dataset"), Col("method", "Method"), Col("source", "Source"),
             Col("paper_size", "Size (paper)"), Col("paper_acc", "Acc. % (paper)"),
@@ -328,41 +286,33 @@ def table1(ctx: Context) -> Table:
     rows = []
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table1_specs(ds).items()}
-        paper = REGISTRY[ds].paper
-        printed = paper.table1 if paper else ()
+        printed = REGISTRY[ds].paper.table1 if REGISTRY[ds].paper else ()
         if not any(r[3] == "explicit" for r in printed):  # CIFAR-10's paper row is ResNet-56: ours is the twin
             rows.append(Row({"dataset": title(ds), "method": "Explicit twin (not in the paper)", "source": "run",
                              "paper_size": "—", "paper_acc": "—"}, sels["explicit"]))
         for method, size, acc, ours, source in printed:
-            base = {"dataset": title(ds), "method": method, "paper_size": size, "paper_acc": acc}
-            if ours is None:
-                rows.append(Row({**base, "source": f"quoted from {source}, not run",
-                                 **{c.key: "—" for c in cols[5:]}}))
-            else:
-                rows.append(Row({**base, "source": "run"}, sels[ours]))
-    t = Table("table1", "Table 1. Test accuracy and network size", cols, rows, [])
-    t.notes = note("table1") + solver_warnings(t.records)
-    return t
-
-
-def _describe(r: Record) -> str:
-    """What a Jacobian-based run ran, from its own settings."""
-    o = r.setting("method.options", {}) or {}
-    if r.summary.method != "ift":
-        return r.summary.method_label or "?"
-    if not o:  # a record without its settings (no identity.json, no config.yaml): say so, claim nothing
-        return f"{r.summary.method_label or 'ift'}: settings not recorded"
-    scope = "per sample, as the authors" if o.get("cg_scope") == "sample" else "over the whole batch"
-    start = "from the right-hand side" if o.get("cg_start") == "rhs" else "from the JFB adjoint"
-    tol = o.get("backward_tol") or r.setting("solver.tol", r.summary.tol)
-    stop = o.get("backward_stop") or r.setting("solver.stop")
-    tol = "?" if tol is None else f"{tol:g}"
-    return f"{o.get('backward', 'cg').upper()} {scope}, {start}, to {'relative ' if stop == 'rel' else ''}{tol}"
+            base = {"dataset": title(ds), "method": method, "paper_size": size, "paper_acc": acc, "source": "run"}
+            quoted = {"source": f"quoted from {source}, not run", **{c.key: "—" for c in cols[5:]}}
+            rows.append(Row({**base, **quoted}) if ours is None else Row(base, sels[ours]))
+    return Table("table1", "Table 1. Test accuracy and network size", cols, rows,
+                 note("table1") + solver_warnings(records_of(rows)))
 
 
 def _settings_text(sel: Selection) -> str:
-    descs = sorted({_describe(r) for r in sel.completed()})
-    return "; ".join(descs) if descs else "—"
+    """What the Jacobian-based runs of ``sel`` ran, from their own settings."""
+    def describe(r: Record) -> str:
+        o = r.setting("method.options", {}) or {}
+        if r.summary.method != "ift":
+            return r.summary.method_label or "?"
+        if not o:  # a record without its settings (no identity.json, no config.yaml): say so, claim nothing
+            return f"{r.summary.method_label or 'ift'}: settings not recorded"
+        scope = "per sample, as the authors" if o.get("cg_scope") == "sample" else "over the whole batch"
+        start = "from the right-hand side" if o.get("cg_start") == "rhs" else "from the JFB adjoint"
+        tol = o.get("backward_tol") or r.setting("solver.tol", r.summary.tol)
+        stop = o.get("backward_stop") or r.setting("solver.stop")
+        tol = "?" if tol is None else f"{tol:g}"
+        return f"{o.get('backward', 'cg').upper()} {scope}, {start}, to {'relative ' if stop == 'rel' else ''}{tol}"
+    return "; ".join(sorted({describe(r) for r in sel.completed()})) or "—"
 
 
 def table2(ctx: Context) -> Table:
@@ -376,39 +326,35 @@ def table2(ctx: Context) -> Table:
             SCHEDULE, CPU, WALL, WHOLE, products, authors,
             Col("bwd_iters", "Adjoint iterations per batch, mean (ours)", mean_of("bwd_iters_mean")), *ACC, *EVAL]
     rows, notes = [], []
+    names = {"ift": "Jacobian-based (IFT; no latent BN)", "jfb": "JFB (latent BN)"}
     for ds in DATASETS:
         sels = {k: ctx.select(s) for k, s in table2_specs(ds).items()}
         printed = (REGISTRY[ds].paper.table2 if REGISTRY[ds].paper else {}) or {}
-        names = {"ift": "Jacobian-based (IFT; no latent BN)", "jfb": "JFB (latent BN)"}
         for key in ("ift", "jfb"):
             time, mv, acc = printed.get(key, ("—", "—", "—"))
             rows.append(Row({"dataset": title(ds), "method": names[key], "settings": _settings_text(sels[key]) if
                              key == "ift" else "none", "paper_time": time, "paper_matvecs": mv, "paper_acc": acc},
                             sels[key]))
-        speedup = (f"{printed['ift'][0].value / printed['jfb'][0].value:.2f}×" if printed else "—")
+        speedup = f"{printed['ift'][0].value / printed['jfb'][0].value:.2f}×" if printed else "—"
         rows.append(Row({"dataset": title(ds), "method": "Speed-up of JFB: Jacobian-based over JFB, ratio of per-epoch "
                          "medians, paired per seed", "settings": "", "paper_time": speedup},
                         pair=(sels["ift"], sels["jfb"], ("Jacobian-based", "JFB"))))
-        for r in sels["ift"].completed():
-            if r.column("bwd_iters_mean") and set(r.column("bwd_iters_mean")) == {1.0}:
-                notes.append(f"{title(ds)}, seed {r.seed}: the Jacobian-based run's CG met its stopping test after its "
-                             "first iteration on every batch (adjoint iterations 1.0 in every epoch): with the authors' "
-                             "absolute tolerance and small right-hand sides the test is met at once. This is the "
-                             "authors' method as they ran it; Table 3 adds the exact implicit gradient for an equal "
-                             "comparison.")
-    t = Table("table2", "Table 2. Jacobian-based backpropagation against JFB", cols, rows, [])
-    t.notes = note("table2") + notes + caveats(rows, cols) + solver_warnings(t.records)
-    return t
+        notes += [f"{title(ds)}, seed {r.seed}: the Jacobian-based run's CG met its stopping test after its first "
+                  "iteration on every batch (adjoint iterations 1.0 in every epoch): with the authors' absolute "
+                  "tolerance and small right-hand sides the test is met at once. This is the authors' method as they "
+                  "ran it; Table 3 adds the exact implicit gradient for an equal comparison."
+                  for r in sels["ift"].completed() if set(r.column("bwd_iters_mean")) == {1.0}]
+    return Table("table2", "Table 2. Jacobian-based backpropagation against JFB", cols, rows,
+                 note("table2") + notes + caveats(rows, cols) + solver_warnings(records_of(rows)))
 
 
 def table3(ctx: Context) -> Table:
     cols = [Col("dataset", "Dataset"), Col("method", "Method"), Col("settings", "Adjoint solve (from the records)"),
-            SCHEDULE, Col("acc", "Test acc. % after the last epoch", summary("test_acc"), fmt_acc), CPU, WALL,
+            SCHEDULE, LAST_ACC, CPU, WALL,
             Col("saved_fwd", "Saved for backward MB: in the forward", summary("saved_for_backward_mb")),
             Col("saved_bwd", "Saved MB: during the backward", summary("saved_in_backward_mb")),
             Col("peak", "GPU peak allocated MB (GPU runs)", summary("peak_memory_mb")),
-            Col("rss", "CPU peak resident memory MB (process, CPU runs)", summary("peak_rss_mb")),
-            Col("fwd_iters", "Train fwd iterations (mean)", summary("fwd_iters_mean")),
+            Col("rss", "CPU peak resident memory MB (process, CPU runs)", summary("peak_rss_mb")), FWD_ITERS,
             Col("bwd_iters", "Adjoint iterations per batch (mean)", mean_of("bwd_iters_mean"))]
     names = {"jfb": "JFB", "ift": "Jacobian-based (the authors' CG)", "ift_exact": "Exact implicit gradient",
              "unrolled": "Unrolled (backprop through the iterations)"}
@@ -419,49 +365,40 @@ def table3(ctx: Context) -> Table:
                       else "none"}, sel) for k, sel in sels.items()]
         rows.append(Row({"dataset": title(ds), "method": "Exact implicit gradient over JFB: ratio of per-epoch medians",
                          "settings": ""}, pair=(sels["ift_exact"], sels["jfb"], ("exact", "JFB"))))
-    t = Table("table3", "Table 3. JFB, Jacobian-based, exact implicit and unrolled backpropagation on one network: time "
-              "and memory", cols, rows, [])
-    t.notes = note("table3") + caveats(rows, cols) + solver_warnings(t.records)
-    return t
+    notes = note("table3") + caveats(rows, cols) + solver_warnings(records_of(rows))
+    return Table("table3", "Table 3. JFB, Jacobian-based, exact implicit and unrolled backpropagation on one network: "
+                 "time and memory", cols, rows, notes)
 
 
 def table_cg_bn(ctx: Context) -> Table:
     cols = [Col("dataset", "Dataset"), Col("network", "Network"), Col("settings", "Adjoint solve (from the records)"),
             SCHEDULE, Col("cg_iters", "CG iterations per batch (mean)", mean_of("bwd_iters_mean")),
             Col("cg_missed", "Batches whose CG missed its tolerance %", mean_of("bwd_capped_frac", 100), fmt_pct),
-            Col("fwd_capped", "Forward solves capped, worst epoch %", worst("capped_frac", 100), fmt_pct),
-            Col("acc", "Test acc. % after the last epoch", summary("test_acc"), fmt_acc)]
+            Col("fwd_capped", "Forward solves capped, worst epoch %", worst("capped_frac", 100), fmt_pct), LAST_ACC]
     names = {"no_bn": "no latent batch norm (Table 2's Jacobian-based run)", "bn": "latent batch norm"}
     rows = [Row({"dataset": "MNIST", "network": names[k], "settings": _settings_text(sel)}, sel)
             for k, sel in ((k, ctx.select(s)) for k, s in cg_bn_specs().items())]
-    t = Table("table_cg_bn", "Jacobian-based training with and without latent batch norm (MNIST)", cols, rows, [])
-    scheds = {r.schedule() for row in rows for r in row.sel.completed()}
+    scheds = {r.schedule() for r in records_of(rows)}
     unequal = [f"the rows ran unequal schedules ({', '.join(fmt_schedule(s) for s in sorted(scheds))} epochs × "
                "batches): compare them only at equal epochs (metrics.jsonl has every epoch); no difference is "
                "computed"] if len(scheds) > 1 else []
-    t.notes = note("table_cg_bn") + unequal
-    return t
+    return Table("table_cg_bn", "Jacobian-based training with and without latent batch norm (MNIST)", cols, rows,
+                 note("table_cg_bn") + unequal)
 
 
 def table_diagnostics(ctx: Context) -> Table:
     every = ctx.diagnostics_every
-    d = lambda fn, need="cosine": _diag(fn, need)  # noqa: E731
     cols = [Col("method", "Method (network)"), SCHEDULE,
-            Col("descent", "Descent directions, % of checks with a cosine",
-                d(lambda rows: 100 * sum(c > 0 for c in cosines(rows)) / len(cosines(rows))), fmt_pct),
-            Col("cos_median", "Cosine to the exact gradient, median", d(lambda rows: statistics.median(cosines(rows))),
-                fmt_cos),
-            Col("cos_min", "Cosine, minimum", d(lambda rows: min(cosines(rows))), fmt_cos),
-            Col("jac_median", "‖∂T/∂u‖₂ at u*, median", d(lambda rows: statistics.median(norms(rows)), "norm"),
-                fmt_norm),
-            Col("jac_max", "‖∂T/∂u‖₂, max", d(lambda rows: max(norms(rows)), "norm"), fmt_norm),
-            Col("gamma", "γ (contraction factor of the network)", d(lambda rows: _one({x.get("gamma") for x in rows}),
-                                                                      "checks"), fmt_norm, over="const"),
-            Col("checks", "Checks", d(len, "file"), fmt_count),
+            Col("descent", "Descent directions, % of checks with a cosine", DESCENT, fmt_pct), COS_MEDIAN,
+            Col("cos_min", "Cosine, minimum", _diag(lambda rows: min(cosines(rows))), fmt_cos), JAC_MEDIAN,
+            Col("jac_max", "‖∂T/∂u‖₂, max", _diag(lambda rows: max(norms(rows)), "norm"), fmt_norm),
+            Col("gamma", "γ (contraction factor of the network)",
+                _diag(lambda rows: _one({x.get("gamma") for x in rows}), "checks"), fmt_norm, over="const"),
+            Col("checks", "Checks", _diag(len, "file"), fmt_count),
             Col("missed", "Checks whose exact adjoint solve missed its tolerance",
-                d(lambda rows: sum(not x.get("adjoint_converged") for x in rows), "file"), fmt_count),
-            Col("time_check", "Time per check s", d(lambda rows: statistics.fmean(x["time_s"] for x in rows), "checks"),
-                fmt_time),
+                _diag(lambda rows: sum(not x.get("adjoint_converged") for x in rows), "file"), fmt_count),
+            Col("time_check", "Time per check s",
+                _diag(lambda rows: statistics.fmean(x["time_s"] for x in rows), "checks"), fmt_time),
             Col("overhead", "Check time over training-phase time (the records: callback_time_s / train_time_s)",
                 lambda r: 100 * r.summary.callback_time_s / r.summary.train_time_s if r.summary.train_time_s else None,
                 fmt_pct)]
@@ -469,37 +406,25 @@ def table_diagnostics(ctx: Context) -> Table:
         rows = [Row({"method": c.label, **{col.key: NO_DIAGNOSTICS for col in cols[1:]}}) for c in diagnostics_curves(1)]
     else:
         rows = [Row({"method": c.label}, ctx.select(c.spec)) for c in diagnostics_curves(every)]
-    t = Table("table_diagnostics", "Gradient diagnostics (MNIST): each method's gradient against the exact implicit-"
-              "function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point", cols, rows, [])
-    t.notes = [n.replace("{every}", str(every or "N")) for n in note("table_diagnostics")]
-    t.header_rows = [("Diagnostics (from the records)", _diag_settings(t.records) if every else NO_DIAGNOSTICS)]
-    return t
+    header = [("Diagnostics (from the records)", _diag_settings(records_of(rows)) if every else NO_DIAGNOSTICS)]
+    return Table("table_diagnostics", "Gradient diagnostics (MNIST): each method's gradient against the exact implicit-"
+                 "function-theorem gradient, and ‖∂T/∂u‖₂ at the fixed point", cols, rows,
+                 note("table_diagnostics", every=every or "N"), header)
 
 
 def table_methods(ctx: Context) -> Table:
     """Beyond the paper: the gradient methods compared with JFB since, on one network and schedule."""
     every = ctx.diagnostics_every
-    d = lambda fn, need="cosine": _diag(fn, need)  # noqa: E731
-    cols = [Col("method", "Method"), SCHEDULE, Col("acc", "Test acc. % after the last epoch", summary("test_acc"),
-                                                   fmt_acc), CPU,
+    cols = [Col("method", "Method"), SCHEDULE, LAST_ACC, CPU,
             Col("saved", "Saved for backward MB: forward + backward", lambda r: (r.summary.saved_for_backward_mb or 0)
-                + (r.summary.saved_in_backward_mb or 0)),
-            Col("fwd_iters", "Train fwd iterations (mean)", summary("fwd_iters_mean")),
-            Col("cos_median", "Cosine to the exact gradient, median", d(lambda rows: statistics.median(cosines(rows))),
-                fmt_cos),
-            Col("descent", "Descent directions, %", d(lambda rows: 100 * sum(c > 0 for c in cosines(rows))
-                                                      / len(cosines(rows))), fmt_pct),
-            Col("jac_median", "‖∂T/∂u‖₂ at u*, median", d(lambda rows: statistics.median(norms(rows)), "norm"),
-                fmt_norm),
+                + (r.summary.saved_in_backward_mb or 0)), FWD_ITERS, COS_MEDIAN,
+            Col("descent", "Descent directions, %", DESCENT, fmt_pct), JAC_MEDIAN,
             Col("against", "Against JFB (same seed): accuracy difference, CPU time ratio")]
     if every is None:
         return Table("table_methods", "Gradient methods beyond the paper (MNIST)", cols,
                      [Row({"method": NO_DIAGNOSTICS})], note("table_methods"))
-    from .sweeps import methods_curves
-
     rows = [Row({"method": c.label}, ctx.select(c.spec)) for c in methods_curves(every)]
-    spread_sel = ctx.select(table1_specs("mnist")["jfb"])
-    accs = [r.summary.test_acc for r in spread_sel.completed()]
+    accs = [r.summary.test_acc for r in ctx.select(table1_specs("mnist")["jfb"]).completed()]
     spread_pp = statistics.stdev(accs) if len(accs) > 1 else None
     base = rows[0].sel.completed()
     for row in rows[1:]:
@@ -514,11 +439,9 @@ def table_methods(ctx: Context) -> Table:
         row.cells["against"] = (f"{diff:+.2f} pp at {ratio:.2f}× the CPU time: "
                                 f"{'beats' if beats else 'does not beat'} JFB{within}")
     rows[0].cells["against"] = "the reference"
-    t = Table("table_methods", "Gradient methods beyond the paper (MNIST): accuracy, cost and direction against JFB",
-              cols, rows, [])
-    t.notes = [n.replace("{every}", str(every)) for n in note("table_methods")]
-    t.header_rows = [("Diagnostics (from the records)", _diag_settings(t.records))]
-    return t
+    return Table("table_methods", "Gradient methods beyond the paper (MNIST): accuracy, cost and direction against JFB",
+                 cols, rows, note("table_methods", every=every),
+                 [("Diagnostics (from the records)", _diag_settings(records_of(rows)))])
 
 
 def _one(values: set):
@@ -527,22 +450,18 @@ def _one(values: set):
 
 
 def _diag_settings(records: list) -> str:
-    seen = []
-    for r in records:
-        s = r.settings.get("diagnostics") or {}
-        text = (f"a check every {s.get('every')} training steps; exact adjoint by {s.get('backward')} to {s.get('tol')} "
+    def text(r):
+        s = r.settings["diagnostics"]
+        return (f"a check every {s.get('every')} training steps; exact adjoint by {s.get('backward')} to {s.get('tol')} "
                 f"(at most {s.get('max_iter')} iterations); ‖∂T/∂u‖₂ by Lanczos, at most {s.get('norm_iters')} steps "
                 f"to {s.get('norm_tol')}")
-        if s and text not in seen:
-            seen.append(text)
-    return "; ".join(seen) or "— (no completed run)"
+    return distinct([r for r in records if r.settings.get("diagnostics")], text, "; ")
 
 
 TABLES = (table1, table2, table3, table_diagnostics, table_methods, table_cg_bn)
 
 
 # ---------------------------------------------------------------- headers, output
-
 def built_date() -> str:
     """Now, or the fixed time of ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention)."""
     fixed = os.environ.get("SOURCE_DATE_EPOCH")
@@ -561,37 +480,32 @@ def _what_ran(s) -> str:
 
 
 def runs_text(records: list) -> str:
-    """What the completed runs ran, per dataset: e.g. ``MNIST: 4 epochs of 200 training batches each, real data
-    (9 runs)``, and a test set read in part (``trainer.max_eval_batches``)."""
-    if not records:
-        return "— (no completed run)"
+    """What the runs ran, per dataset: e.g. ``MNIST: 4 epochs of 200 training batches each, real data (9 runs)``."""
     parts = []
     for ds in dict.fromkeys(r.summary.dataset for r in records):
         counts = Counter(_what_ran(r.summary) for r in records if r.summary.dataset == ds)
         parts.append(f"{title(ds)}: " + "; ".join(f"{k} ({n} run{'s' * (n != 1)})" for k, n in counts.items()))
-    return "; ".join(parts)
+    return "; ".join(parts) or NO_RUN
 
 
 def schedule_text(records: list) -> str:
     """Whether the runs ran the authors' settings in full, judged from the records against the presets."""
-    if not records:
-        return "— (no completed run)"
     parts, full = [], True
     for ds in dict.fromkeys(r.summary.dataset for r in records):
         epochs = config.preset(ds)["trainer"]["epochs"] if ds in REGISTRY else None
-        mine = [r.summary for r in records if r.summary.dataset == ds]
-        ok = epochs is not None and all(s.source == "torchvision" and s.max_batches is None
-                                        and s.epochs_completed >= epochs for s in mine)
+        ok = epochs is not None and all(r.summary.source == "torchvision" and r.summary.max_batches is None
+                                        and r.summary.epochs_completed >= epochs for r in records
+                                        if r.summary.dataset == ds)
         full &= ok
         parts.append(f"{title(ds)}: {'' if ok else 'shortened; '}the authors' preset runs {epochs} epochs over every "
                      "training batch")
     lead = "the authors' settings in full" if full else "not the authors' full schedule"
-    return f"{lead} ({'; '.join(parts)})"
+    return f"{lead} ({'; '.join(parts)})" if parts else NO_RUN
 
 
-def header(t: Table, profile: str, ctx: Context, built: str) -> str:
-    recs = t.records
-    prof = PROFILES.get(profile)
+def render(t: Table, profile: str, ctx: Context, built: str) -> str:
+    """A table's page: its header of what ran (read from the records), the table, its notes."""
+    recs, prof = records_of(t.rows), PROFILES.get(profile)
     return "\n".join([
         f"# {t.title} (profile: {profile})", "",
         f"Regenerated by `make reproduce-table PROFILE={profile}` from the run records in `runs/` ({len(ctx.records)} "
@@ -602,23 +516,16 @@ def header(t: Table, profile: str, ctx: Context, built: str) -> str:
         *(f"| {k} | {v} |" for k, v in t.header_rows),
         f"| Seeds | {' '.join(map(str, ctx.seeds))} (Tables 1 and 2 and their figures; the other runs seed "
         f"{ctx.seeds[0]}) |", f"| Hardware | {hardware(recs)} |", f"| Versions | {versions(recs)} |",
-        f"| Commit | {commits(recs)} |", f"| Built | {built} |"])
-
-
-def render(t: Table, profile: str, ctx: Context, built: str) -> str:
-    return "\n".join([header(t, profile, ctx, built), "", t.markdown(), "", *(f"- {n}" for n in t.notes)]) + "\n"
-
-
-def read_manifest(out_dir: Path) -> dict:
-    try:
-        return json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
+        f"| Commit | {commits(recs)} |", f"| Built | {built} |", "", t.markdown(), "",
+        *(f"- {n}" for n in t.notes)]) + "\n"
 
 
 def context(profile: str, results_root, seeds=None) -> Context:
     out_dir = Path(results_root) / profile
-    manifest = read_manifest(out_dir)
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
     records = load_records(out_dir / "runs", profile)
     if not seeds:
         seeds = tuple(manifest.get("seeds") or sorted({r.seed for r in records if r.seed is not None}) or (0,))
@@ -691,43 +598,40 @@ def build(profile: str, results_root=LOCAL_ROOT, seeds=None, figures: bool = Tru
 
 
 # ---------------------------------------------------------------- the README's summary and docs/results.md
-
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def _find(t: Table, **match) -> dict:
-    return next(c for c, row in zip(t.cells(), t.rows) if all(row.cells.get(k, "").startswith(v)
-                                                              for k, v in match.items()))
 
 
 def summary_block(profile: str, root=REFERENCE_ROOT) -> str:
     """The README's results summary: MNIST figures of ``profile`` beside the paper's, each read from the tables."""
     ctx = context(profile, root)
     t1, t2, t3, td = (make(ctx) for make in (table1, table2, table3, table_diagnostics))
-    jfb, expl = _find(t1, dataset="MNIST", method="JFB"), _find(t1, dataset="MNIST", method="Explicit")
-    ift2 = _find(t2, dataset="MNIST", method="Jacobian")
-    ratio = _find(t2, dataset="MNIST", method="Speed-up")
-    mem = {k: _find(t3, dataset="MNIST", method=k)["saved_fwd"] for k in ("JFB", "Jacobian", "Exact", "Unrolled")}
-    diag = _find(td, method="JFB")
+
+    def find(t: Table, method: str) -> dict:  # MNIST's row of ``method`` (the diagnostics table is MNIST's alone)
+        return next(c for c, row in zip(t.cells(), t.rows)
+                    if row.cells.get("dataset", "MNIST") == "MNIST" and row.cells.get("method", "").startswith(method))
+
+    jfb, expl, ift2, ratio, diag = (find(t1, "JFB"), find(t1, "Explicit"), find(t2, "Jacobian"), find(t2, "Speed-up"),
+                                    find(td, "JFB"))
+    mem = [find(t3, k)["saved_fwd"] for k in ("JFB", "Jacobian", "Exact", "Unrolled")]
     recs = [r for r in ctx.records if r.completed]
-    lines = [f"MNIST, profile `{profile}` ({runs_text(t1.records)}; {hardware(recs)}; the whole profile took "
-             f"{duration_text(recs)}):", "", "| | paper | ours |", "|---|---|---|",
-             f"| test accuracy %, JFB / explicit twin | 99.4 / 99.4 | {_text(jfb['acc'])} / {_text(expl['acc'])} |",
-             f"| Jacobian-based over JFB time per epoch, paired per seed (CPU time / the authors' whole epoch) | "
-             f"{ratio['paper_time']} (whole epoch) | {_text(ratio['cpu'])} / {_text(ratio['wall'])} |",
-             f"| Jacobian products per epoch, Jacobian-based: paper (unit not stated) / ours in the authors' unit (CG "
-             f"iterations × batch) | {_text(ift2['paper_matvecs'])} | {_text(ift2['authors_unit'])} |",
-             f"| MB saved for backward in the forward, JFB / Jacobian-based / exact / unrolled (one network) | not "
-             f"measured | {' / '.join(_text(v) for v in mem.values())} |",
-             f"| JFB's direction against the exact gradient: descent share, median cosine | not measured | "
-             f"{_text(diag['descent'])}, {_text(diag['cos_median'])} |", "",
-             "Accuracy after the last epoch; JFB on the network with latent batch norm, as the paper (Table 2 compares "
-             "it with Jacobian-based training without it). Times: medians per epoch; what they mean and their spread: "
-             f"[results/{profile}/](results/{profile}/README.md)."]
-    return "\n".join(lines)
+    return "\n".join([
+        f"MNIST, profile `{profile}` ({runs_text(records_of(t1.rows))}; {hardware(recs)}; the whole profile took "
+        f"{duration_text(recs)}):", "", "| | paper | ours |", "|---|---|---|",
+        f"| test accuracy %, JFB / explicit twin | 99.4 / 99.4 | {_text(jfb['acc'])} / {_text(expl['acc'])} |",
+        f"| Jacobian-based over JFB time per epoch, paired per seed (CPU time / the authors' whole epoch) | "
+        f"{ratio['paper_time']} (whole epoch) | {_text(ratio['cpu'])} / {_text(ratio['wall'])} |",
+        f"| Jacobian products per epoch, Jacobian-based: paper (unit not stated) / ours in the authors' unit (CG "
+        f"iterations × batch) | {_text(ift2['paper_matvecs'])} | {_text(ift2['authors_unit'])} |",
+        f"| MB saved for backward in the forward, JFB / Jacobian-based / exact / unrolled (one network) | not "
+        f"measured | {' / '.join(_text(v) for v in mem)} |",
+        f"| JFB's direction against the exact gradient: descent share, median cosine | not measured | "
+        f"{_text(diag['descent'])}, {_text(diag['cos_median'])} |", "",
+        "Accuracy after the last epoch; JFB on the network with latent batch norm, as the paper (Table 2 compares "
+        "it with Jacobian-based training without it). Times: medians per epoch; what they mean and their spread: "
+        f"[results/{profile}/](results/{profile}/README.md)."])
 
 
-def write_docs(profiles=("quick", "paper"), root=REFERENCE_ROOT, readme="README.md", results="docs/results.md") -> None:
+def write_docs(profiles=("quick",), root=REFERENCE_ROOT, readme="README.md", results="docs/results.md") -> None:
     """Rebuild the README's results block and docs/results.md from the committed records of ``profiles``."""
     text = Path(readme).read_text()
     block = summary_block(profiles[0], root)
@@ -737,10 +641,13 @@ def write_docs(profiles=("quick", "paper"), root=REFERENCE_ROOT, readme="README.
     for p in profiles:
         ctx, built = context(p, root), built_date()
         for make in TABLES:
-            t = make(ctx)
-            body = render(t, p, ctx, built).replace("# ", "## ", 1)
+            body = render(make(ctx), p, ctx, built).replace("# ", "## ", 1)
             pages += [re.sub(r"\(\.\./", "(../../", body), ""]
     Path(results).write_text("\n".join(pages))
+
+
+def parse_seeds(text: Optional[str]):
+    return tuple(int(s) for s in text.replace(",", " ").split()) if text else None
 
 
 def main(argv=None) -> int:
@@ -753,7 +660,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default=None, help='expected seeds, e.g. "0 1 2" (default: the last sweep\'s)')
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.add_argument("--docs", action="store_true", help="rebuild README.md's results block and docs/results.md from "
-                                                        "results/<quick, paper>/ instead")
+                                                        "the committed results/quick/ instead")
     a = p.parse_args(argv)
     if a.docs:
         write_docs()
@@ -764,10 +671,6 @@ def main(argv=None) -> int:
     for line in built.not_drawn:
         print(line)
     return 0
-
-
-def parse_seeds(text: Optional[str]):
-    return tuple(int(s) for s in text.replace(",", " ").split()) if text else None
 
 
 if __name__ == "__main__":
