@@ -2,6 +2,7 @@
 (hardware, versions, commit). One copy of each, for the trainer, the diagnostics, the benchmarks and evaluation."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -9,23 +10,22 @@ import random
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``; ValueError for a device this machine
-    lacks."""
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``; ValueError for one this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name} was asked for but no CUDA device is available; use device=auto or device=cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device={name} was asked for but this machine has {torch.cuda.device_count()} CUDA "
                          "device(s); use device=auto or device=cuda:0")
     return dev
@@ -42,10 +42,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextmanager
+@contextlib.contextmanager
 def clock(device: torch.device, out: List[float], timer=time.perf_counter):
-    """Append the block's time in milliseconds to ``out``, the device synchronised at both ends. ``timer``:
-    ``time.perf_counter`` (wall time) or ``time.process_time`` (this process's CPU time)."""
+    """Append the block's time in ms to ``out``, the device synchronised at both ends (``timer``: wall or CPU time)."""
     sync(device)
     t0 = timer()
     yield
@@ -84,8 +83,8 @@ class RNGState:
 
 
 def rng_state(devices: Optional[Sequence] = None, python: bool = False) -> RNGState:
-    """The current random state: the CPU generator, the CUDA ``devices`` (None: every visible one) and, with
-    ``python``, Python's ``random``. Host-side copies: taking it never waits for a device."""
+    """The CPU generator's, the CUDA ``devices``' (None: every visible one) and, with ``python``, Python's random
+    state. Host-side copies: taking it never waits for a device."""
     if devices is None:
         devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else ()
     idx = []
@@ -100,8 +99,6 @@ def rng_state(devices: Optional[Sequence] = None, python: bool = False) -> RNGSt
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    import numpy as np
-
     np.random.seed(seed % 2**32)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
@@ -113,13 +110,9 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), cpu)
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
@@ -152,10 +145,8 @@ def hardware(device: torch.device) -> dict:
     info = {"device": str(device), "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "versions": versions(), "commit": git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    try:
+    with contextlib.suppress(OSError):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info.update(gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda)

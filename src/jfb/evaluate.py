@@ -3,18 +3,9 @@
     jfb-evaluate RUN_DIR [--data-dir D] [--device cpu] [--also-train-mode]
     jfb-evaluate --authors-weights FILE --dataset mnist|svhn|cifar10 [--data-dir D] [--also-train-mode]
 
-RUN_DIR is a run folder of ``jfb-train``: the network and solver settings come from its ``config.yaml``, the
-weights from its newest intact checkpoint, the data from where the run found it (``paths.data_dir`` is recorded
-relative to the run folder) unless ``--data-dir`` says otherwise. ``--authors-weights`` loads one of the
-authors' released files into our networks (:mod:`jfb.models.authors`) and evaluates it as their code did when
-it saved the file: eval mode, their driver's tolerance and iteration cap. ``--also-train-mode`` adds the figure
-in training mode (batch-norm batch statistics, dropout on), which is what the authors' HEAD ``get_stats``
-measures. Only the test split is read.
-
-Reported: accuracy and mean cross-entropy over the test set, forward-solver iterations per batch (mean, max) and
-the share of batches whose solve stopped at ``max_iter`` without meeting the tolerance (with a warning when
-there are any). Bad input gets one line on stderr and exit status 2.
-"""
+A released file is evaluated as the authors' code did when it saved the file (eval mode, their driver's tolerance
+and iteration cap; docs/authors-weights.md); ``--also-train-mode`` adds the training-mode figure (batch statistics,
+dropout on) that their HEAD ``get_stats`` measures. Bad input gets one line on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -29,10 +20,10 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 TRAIN_MODE_SEED = 0
 TRAIN_MODE_LABEL = f"train mode (BN batch statistics, dropout on; seed {TRAIN_MODE_SEED})"
-FLAG = "--data-dir"
 
 
 class EvaluateError(ValueError):
@@ -66,9 +57,8 @@ class Result:
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, loader, train_mode: bool = False, seed: int = TRAIN_MODE_SEED) -> Result:
-    """Accuracy, loss and solver iterations of ``model`` over ``loader`` (``model(x) -> (logits, stats)``). Eval
-    mode by default; ``train_mode=True`` evaluates a copy in training mode (batch statistics, dropout drawn from a
-    generator seeded with ``seed``), leaving the model untouched."""
+    """Accuracy, loss and solver iterations of ``model`` over ``loader``, in eval mode, or with ``train_mode`` on a
+    copy in training mode (batch statistics, dropout drawn from a generator seeded with ``seed``)."""
     model = copy.deepcopy(model).train() if train_mode else model.eval()
     loss = torch.zeros((), dtype=torch.float64)
     correct, samples, batches, iters, capped = 0, 0, 0, [], 0
@@ -90,23 +80,19 @@ def evaluate_model(model: torch.nn.Module, loader, train_mode: bool = False, see
 
 def load_test_split(dataset: str, data_dir: str, batch_size: int, device: torch.device, source: str = "torchvision",
                     synthetic_n: int = 256, verify: bool = True):
-    """The test split of ``dataset`` alone, unshuffled, normalised as in training. Missing or damaged files raise
-    :class:`jfb.data.DatasetNotFoundError` naming ``--data-dir``."""
+    """The test split of ``dataset`` alone, unshuffled, normalised as in training (errors name ``--data-dir``)."""
     from .data import TensorLoader, get_spec
     from .data.sources import load_synthetic, load_torchvision
 
     spec = get_spec(dataset)
     images, labels = (load_synthetic(spec, "test", synthetic_n) if source == "synthetic" else
-                      load_torchvision(spec, "test", str(data_dir), verify, flag=FLAG))
+                      load_torchvision(spec, "test", str(data_dir), verify, flag="--data-dir"))
     return TensorLoader(images, labels, spec, batch_size, shuffle=False, augment=None, seed=0, device=device)
 
 
 def evaluate_run(run_dir: str, data_dir: Optional[str], device: torch.device, batch_size: Optional[int],
                  also_train_mode: bool = False) -> dict:
-    """Evaluate the newest intact checkpoint of a run folder in eval mode (and training mode with
-    ``also_train_mode``)."""
-    import yaml
-
+    """Evaluate a run folder's newest intact checkpoint in eval mode (and training mode with ``also_train_mode``)."""
     from .training import ConfigError, UnsafeCheckpoint, load
     from .training.records import list_checkpoints, load_latest
     from .training.run import build_network
@@ -114,9 +100,8 @@ def evaluate_run(run_dir: str, data_dir: Optional[str], device: torch.device, ba
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise EvaluateError(f"RUN_DIR={run_dir!r} has no config.yaml: not a run folder of jfb-train")
-    raw = yaml.safe_load((run / "config.yaml").read_text())
     try:
-        cfg = load(raw)
+        cfg = load(yaml.safe_load((run / "config.yaml").read_text()))
     except ConfigError as e:
         raise EvaluateError(f"{run / 'config.yaml'}: {e} (written by another version of jfb?)") from None
     try:
@@ -163,15 +148,6 @@ def evaluate_authors(path: str, dataset: str, data_dir: str, device: torch.devic
     return out
 
 
-def _device(name: str) -> torch.device:
-    from .env import resolve_device
-
-    try:
-        return resolve_device(name)
-    except (RuntimeError, ValueError) as e:
-        raise EvaluateError(f"--device={name!r}: {e}; use --device cpu") from None
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jfb-evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(a) -> dict:
     from .data import DATASETS
+    from .env import resolve_device
 
     if bool(a.run_dir) == bool(a.authors_weights):
         raise EvaluateError("give exactly one of RUN_DIR or --authors-weights FILE")
@@ -200,7 +177,10 @@ def _run(a) -> dict:
             raise EvaluateError(f"{flag}={value} must be >= 1")
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = _device(a.device)
+    try:
+        device = resolve_device(a.device)
+    except (RuntimeError, ValueError) as e:
+        raise EvaluateError(f"--device={a.device!r}: {e}; use --device cpu") from None
     if a.run_dir:
         if a.dataset or a.trust_pickle:
             raise EvaluateError("--dataset and --trust-pickle apply to --authors-weights, not to RUN_DIR")

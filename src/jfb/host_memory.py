@@ -1,16 +1,9 @@
 """Process-wide settings that make training faster without changing what it computes.
 
-:func:`retain_host_memory` keeps freed host memory inside the process. glibc's allocator returns
-large freed blocks to the operating system (blocks above a threshold that it adjusts as it goes
-are ``mmap``-ed and unmapped one by one; the top of the heap is trimmed once more than twice that
-threshold is free). A training step allocates and frees the same large activations every time (5 MB
-each for the first stage of the MNIST network at batch 100), so the kernel maps and zeroes fresh
-pages step after step: up to ~4,500 page faults per MNIST step on a 2-core CPU, 10-20 ms of a step
-of ~80 ms, varying from run to run with the allocator's state. Raising both thresholds serves these
-blocks from the heap, as PyTorch's CUDA caching allocator does on a GPU. It changes addresses, not
-values. ``JFB_HOST_ALLOCATOR=default`` leaves the allocator alone; on a C library other than glibc
-(macOS, musl) nothing is changed.
-"""
+:func:`retain_host_memory` keeps freed host memory in the process: glibc hands large freed blocks back to the OS, so
+each step's re-allocated activations (5 MB each, MNIST at batch 100) cost up to ~4,500 page faults, 10-20 ms of a
+~80 ms step on a 2-core CPU. Raising glibc's mmap and trim thresholds serves them from the heap, as PyTorch's CUDA
+caching allocator does; values do not change. ``JFB_HOST_ALLOCATOR=default`` (or a libc other than glibc) opts out."""
 from __future__ import annotations
 
 import ctypes

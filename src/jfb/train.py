@@ -1,20 +1,11 @@
 """Entry point: ``python -m jfb.train [hydra overrides]`` (console script ``jfb-train``; ``--help``).
 
-Examples::
-
-    python -m jfb.train experiment=paper/mnist method=jfb
-    python -m jfb.train experiment=paper/svhn method=ift seed=3 trainer.epochs=5
-    python -m jfb.train -m experiment=paper/mnist method=jfb,ift,unrolled   # a multirun
-
-Each run's folder is Hydra's output folder (``hydra.run.dir``; in a multirun ``hydra.sweep.dir`` /
-``hydra.sweep.subdir``), by default ``<paths.output_root>/<run_name>`` with a hash of every setting
-that can change the numbers in the name. Bad input stops before training with one message naming
-the key, the value and what is allowed, and exit status 2. A run that fails while training records
-``status: failed`` with the reason and exits 1. A multirun runs every job, then lists the failed
-ones and exits 1 if any failed.
-"""
+Each run's folder is Hydra's output folder, by default ``<paths.output_root>/<run_name>`` (docs/records.md). Bad
+input stops before training with one message and exit status 2; a run that fails while training records ``status:
+failed`` and exits 1; a multirun runs every job, then lists the failed ones and exits 1 if any failed."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,23 +21,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .data import DatasetNotFoundError
+from .training import ConfigError, RecordWriteError, RunFailed, RunLocked, UnsafeCheckpoint, load, run_training
 from .training.config import register
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 _STATUS_ENV = "JFB_MULTIRUN_STATUS"  # set for the jobs of a multirun by MultirunReport
 
 register()
-
-
-def _in_multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 class OutputRootCheck(Callback):
@@ -70,19 +52,18 @@ def _check_writable(config: DictConfig, key: str, parent: bool = False) -> None:
         with tempfile.TemporaryFile(dir=root):
             pass
     except OSError as e:
-        default = str(OmegaConf.select(config, "paths.output_root")) in str(folder)
-        which = f"paths.output_root={OmegaConf.select(config, 'paths.output_root')!r}" if default else f"{key}={folder!r}"
+        output_root = OmegaConf.select(config, "paths.output_root")
+        default = str(output_root) in str(folder)
+        which = f"paths.output_root={output_root!r}" if default else f"{key}={folder!r}"
         print(f"error: {which} cannot be written ({type(e).__name__}: {e.strerror or e}); choose a writable folder, "
               f"e.g. {'paths.output_root=runs' if default else key + '=runs/mine'}", file=sys.stderr)
         sys.exit(2)
 
 
 class MultirunReport(Callback):
-    """A multirun goes on past its failed jobs; at its end, list them and exit 1 if any failed.
-
-    Each job appends one JSON line (its overrides, status and reason) to a file in the sweep folder
-    named by ``$JFB_MULTIRUN_STATUS``, which the jobs inherit whatever the launcher (in-process,
-    joblib workers, submitit/SLURM jobs on a shared file system)."""
+    """A multirun goes on past its failed jobs; at its end, list them and exit 1 if any failed. Each job appends a
+    JSON line to the file named by ``$JFB_MULTIRUN_STATUS``, which the jobs inherit whatever the launcher
+    (in-process, joblib workers, submitit/SLURM jobs on a shared file system)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(OmegaConf.select(config, "hydra.sweep.dir"))
@@ -107,34 +88,22 @@ class MultirunReport(Callback):
 
 
 def _report_job(overrides: list, status: str, reason: str | None) -> None:
-    path = os.environ.get(_STATUS_ENV)
-    if not path:
-        return
-    line = json.dumps({"overrides": overrides, "status": status, "reason": reason}) + "\n"
-    with open(path, "a") as fh:  # one short write in append mode: whole lines even from parallel jobs
-        fh.write(line)
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()  # Hydra creates the run folder before the task starts; leave no empty folder behind
-    except OSError:
-        pass
+    if path := os.environ.get(_STATUS_ENV):
+        with open(path, "a") as fh:  # one short write in append mode: whole lines even from parallel jobs
+            fh.write(json.dumps({"overrides": overrides, "status": status, "reason": reason}) + "\n")
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _task(cfg: DictConfig):
-    from .data import DatasetNotFoundError
-    from .training import ConfigError, RecordWriteError, RunFailed, RunLocked, UnsafeCheckpoint, load, run_training
-
     logging.captureWarnings(True)  # warnings through logging: on the console and in the run's train.log
-    multirun = _in_multirun()
     hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
     out = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
-    signal.signal(signal.SIGTERM, _sigterm)  # a scheduler's SIGTERM ends the run as `interrupted`
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's SIGTERM: KeyboardInterrupt, `interrupted`
 
-    def fail(status: str, reason: str, code: int):
+    def fail(status: str, reason: str, code: int, hint: str = ""):
+        print(f"error: {'run failed: ' if code == 1 else ''}{reason}{hint}", file=sys.stderr)
         _report_job(overrides, status, reason)
         if not multirun:
             sys.exit(code)
@@ -145,11 +114,10 @@ def _task(cfg: DictConfig):
         _report_job(overrides, summary.status, summary.reason)
         return summary.test_acc
     except (ConfigError, DatasetNotFoundError, RunLocked, UnsafeCheckpoint) as e:
-        print(f"error: {e}", file=sys.stderr)
-        _remove_if_empty(out)
+        with contextlib.suppress(OSError):
+            out.rmdir()  # Hydra creates the run folder before the task starts; leave no empty folder behind
         fail("invalid", str(e), 2)
     except (RunFailed, RecordWriteError) as e:
-        print(f"error: run failed: {e}", file=sys.stderr)
         fail("failed", str(e), 1)
     except KeyboardInterrupt:
         _report_job(overrides, "interrupted", "interrupted (KeyboardInterrupt or SIGTERM)")
@@ -157,8 +125,7 @@ def _task(cfg: DictConfig):
     except Exception as e:  # recorded as failed by run_training; one line instead of Hydra's traceback
         if os.environ.get("JFB_TRACEBACK"):
             raise
-        print(f"error: run failed: {type(e).__name__}: {e} (set JFB_TRACEBACK=1 for the traceback)", file=sys.stderr)
-        fail("failed", f"{type(e).__name__}: {e}", 1)
+        fail("failed", f"{type(e).__name__}: {e}", 1, " (set JFB_TRACEBACK=1 for the traceback)")
 
 
 def _check_experiment(argv: list) -> None:

@@ -1,19 +1,8 @@
 """The one schema of a run's settings, their validation, and the run's identity.
 
-Every node of the config (``configs/train.yaml`` and its groups) is a dataclass below; its fields carry the
-type, the allowed range or choices and a doc (:func:`jfb.core.options.opt`). The values live in the YAML
-files, never here. :func:`load` turns a composed config into a :class:`RunConfig`: a key the schema does not
-declare is refused, naming the key and the nearest declared one (Hydra's ``+key=value`` appends even to a
-structured node, so the check is explicit), a value of the wrong type or out of range is refused naming the
-key, the value and what is allowed, and so are contradictory settings. Where a node depends on a registry
-(the method's and the solver's options, the optimizer's), the registry's own dataclass checks it.
-
-The dataclasses are OmegaConf structured configs too: ``ConfigStore`` holds :class:`RunConfig` as
-``jfb_schema``, for configs composed elsewhere.
-
-Identity: the settings that can change a run's numbers (:func:`identity`) and their short hash
-(:func:`run_hash`), which names the run's folder (``${jfb.run_hash:}`` in ``run_name``).
-"""
+Each config node is a dataclass whose fields carry type, range or choices and doc (:func:`jfb.core.options.opt`);
+the values live in the YAML files. :func:`load` refuses an undeclared key (Hydra's ``+key=value`` appends even to a
+structured node), a bad value and contradictory settings. :func:`identity` and :func:`run_hash` name the run folder."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from ..core import METHODS, make_method
 from ..core.norms import RESIDUALS, STOPS
@@ -35,11 +25,6 @@ from ..models import CONTRACTIONS, MODELS
 
 class ConfigError(ValueError):
     """An invalid setting; the message names the key, what was given and what is allowed."""
-
-
-def fields_of(cls) -> dict:
-    """name -> (field, resolved type) of a schema dataclass."""
-    return {f.name: (f, tp) for f, tp in fields(cls)}
 
 
 @dataclass
@@ -94,11 +79,15 @@ class Scheduler:  # StepLR: multiply lr by gamma every step_size epochs
 
 
 @dataclass
-class Adam:
+class _Optimizer:
     name: str = opt(doc="optimizer", choices=("adam", "sgd"))
     lr: float = opt(doc="learning rate", low=0, low_open=True, example=0.001)
     weight_decay: float = opt(doc="L2 weight decay", low=0)
     scheduler: Scheduler = opt(doc="learning-rate schedule")
+
+
+@dataclass
+class Adam(_Optimizer):
     beta1: float = opt(0.9, "Adam beta1", low=0, high=1, high_open=True)
     beta2: float = opt(0.999, "Adam beta2", low=0, high=1, high_open=True)
 
@@ -109,11 +98,7 @@ class Adam:
 
 
 @dataclass
-class SGD:
-    name: str = opt(doc="optimizer", choices=("adam", "sgd"))
-    lr: float = opt(doc="learning rate", low=0, low_open=True, example=0.01)
-    weight_decay: float = opt(doc="L2 weight decay", low=0)
-    scheduler: Scheduler = opt(doc="learning-rate schedule")
+class SGD(_Optimizer):
     momentum: float = opt(0.0, "momentum", low=0)
     nesterov: bool = opt(False, "Nesterov momentum")
 
@@ -128,8 +113,8 @@ OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 @dataclass
 class WandbLogger:
     name: str = opt(doc="logger", choices=("wandb", "none"))
-    mode: Optional[str] = opt(doc="null: online with credentials, else offline", choices=("online", "offline",
-                                                                                           "disabled"))
+    mode: Optional[str] = opt(doc="null: online with credentials, else offline",
+                              choices=("online", "offline", "disabled"))
     project: str = opt(doc="W&B project")
     entity: Optional[str] = opt(doc="W&B entity")
     group: Optional[str] = opt(doc="W&B group")
@@ -211,16 +196,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _node(cls, given, where: str):
+def _node(cls, given, where: str, owner: str = ""):
     """``given`` (a mapping) as an instance of ``cls``: unknown and missing keys refused, nested nodes too."""
     if not isinstance(given, dict):
         raise ConfigError(f"{where}={given!r} is invalid: expected a mapping of settings")
-    fields = fields_of(cls)
+    known = {f.name: (f, tp) for f, tp in fields(cls)}
     for k in given:
-        if k not in fields:
-            raise ConfigError(str(unknown(k, list(fields), where)))
+        if k not in known:
+            raise ConfigError(str(unknown(k, list(known), where, owner)))
     values = {}
-    for name, (f, tp) in fields.items():
+    for name, (f, tp) in known.items():
         key = f"{where}.{name}" if where else name
         if name in given:
             values[name] = _node(tp, given[name], key) if dataclasses.is_dataclass(tp) else given[name]
@@ -234,11 +219,7 @@ def _by_name(registry: dict, given, where: str):
     name = given.get("name") if isinstance(given, dict) else None
     if name not in registry:
         raise ConfigError(f"{where}.name={name!r} is invalid: expected one of {', '.join(registry)}")
-    known = list(fields_of(registry[name]))
-    for k in given:
-        if k not in known:
-            raise ConfigError(str(unknown(k, known, where, f"{where}={name}")))
-    return _node(registry[name], given, where)
+    return _node(registry[name], given, where, owner=f"{where}={name}")
 
 
 def load(cfg: dict) -> RunConfig:
@@ -281,8 +262,8 @@ def _rules(c: RunConfig) -> None:
             raise ConfigError(f"method.options={c.method.options} given for an explicit network, which has no fixed "
                               "point; remove them or choose an implicit method")
         if c.diagnostics.every is not None:
-            raise ConfigError(f"diagnostics.every={c.diagnostics.every} is invalid: method={c.method.name} has no fixed "
-                              "point to diagnose; use an implicit method (jfb, ift, neumann, unrolled) or "
+            raise ConfigError(f"diagnostics.every={c.diagnostics.every} is invalid: method={c.method.name} has no "
+                              "fixed point to diagnose; use an implicit method (jfb, ift, neumann, unrolled) or "
                               "diagnostics.every=null")
         return
     if c.method.name == "explicit":
@@ -291,25 +272,22 @@ def _rules(c: RunConfig) -> None:
     METHODS[c.method.name].check_options(opts, "method.options")
     make_method(c.method.name, **opts).check(c.solver.name, c.solver.options)
     if opts.get("cg_scope") == "sample" and c.model.latent_bn:
-        raise ConfigError("method.options.cg_scope='sample' with model.latent_bn=true is contradictory: batch norm in "
-                          "train mode couples the samples of a batch, so per-sample CG solves the wrong system. Use "
-                          "method.options.cg_scope=batch, or model.latent_bn=false (the paper's Jacobian-based networks)")
+        raise ConfigError("method.options.cg_scope='sample' with model.latent_bn=true is contradictory: batch norm "
+                          "in train mode couples the samples of a batch, so per-sample CG solves the wrong system. "
+                          "Use method.options.cg_scope=batch, or model.latent_bn=false (the paper's Jacobian-based "
+                          "networks)")
 
-
-# ---------------------------------------------------------------- identity
 
 IDENTITY_KEYS = ("dataset", "model", "method", "solver", "optimizer", "trainer", "seed", "device", "threads",
                  "diagnostics")
 # Not part of it: what cannot change the numbers, and trainer.epochs (a larger value extends a run).
-NOT_IDENTITY = ("trainer.epochs", "trainer.progress", "trainer.checkpoint", "trainer.capped_warn_frac", "dataset.verify")
-HASH_LEN = 8
+NOT_IDENTITY = ("trainer.epochs", "trainer.progress", "trainer.checkpoint", "trainer.capped_warn_frac",
+                "dataset.verify")
 
 
 def identity(cfg: dict) -> dict:
-    """The settings of a config (``RunConfig.to_dict()``) that can change a run's numbers: the dataset and its
-    source, the model, the gradient method and its options, the solver, the optimizer, the trainer's batch
-    settings, the seed, the device type, the thread count (it can change a CPU's rounding) and the diagnostics. Not: the logger, paths, progress bars,
-    checkpointing, warnings, callbacks, the profile stamp, names, and ``trainer.epochs``."""
+    """The settings of a config (``RunConfig.to_dict()``) that can change a run's numbers (the thread count
+    included: it can change a CPU's rounding); not the logger, paths, callbacks, names or ``trainer.epochs``."""
     out = {k: json.loads(json.dumps(cfg[k], default=str)) for k in IDENTITY_KEYS if k in cfg}
     for key in NOT_IDENTITY:
         head, _, leaf = key.partition(".")
@@ -325,9 +303,8 @@ def identity(cfg: dict) -> dict:
 
 
 def run_hash(cfg: dict) -> str:
-    """Short SHA-256 of :func:`identity` (canonical JSON)."""
-    text = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+    """Short SHA-256 (8 hex digits) of :func:`identity` (canonical JSON)."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
 
 
 def differences(a: dict, b: dict) -> list:
@@ -343,10 +320,7 @@ def differences(a: dict, b: dict) -> list:
 
 
 def _resolve_hash(*, _root_) -> str:
-    """``${jfb.run_hash:}``: the hash of the config it sits in, at composition time (of the checked config;
-    of the raw one when it is invalid, which the run then refuses)."""
-    from omegaconf import OmegaConf
-
+    """``${jfb.run_hash:}``: the hash of the config it sits in (of the raw one if invalid: the run refuses it)."""
     raw = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
            for k in _root_ if k not in ("run_name", "hydra")}
     try:
@@ -358,7 +332,6 @@ def _resolve_hash(*, _root_) -> str:
 def register() -> None:
     """Register ``${jfb.run_hash:}`` and the schema in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("jfb.run_hash"):
         OmegaConf.register_new_resolver("jfb.run_hash", _resolve_hash)
@@ -366,12 +339,10 @@ def register() -> None:
 
 
 def compose(overrides=()) -> dict:
-    """The resolved config (a plain dict) that ``jfb-train <overrides>`` composes, from the package's configs
-    (Hydra's compose API; Hydra's own overrides such as ``hydra/launcher=...`` are left out)."""
+    """The resolved config that ``jfb-train <overrides>`` composes (Hydra's own overrides are left out)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     from ..train import CONFIG_DIR  # registers ${jfb.run_hash:}
 

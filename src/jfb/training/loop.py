@@ -1,29 +1,18 @@
-"""One training loop for every dataset and gradient method, and what it measures without slowing down.
-
-The loop knows nothing of which method or dataset it runs: the model returns ``(logits, stats)`` (``stats`` is
-the solver report of :func:`jfb.fixed_point`, or None for an explicit network) and may report what its
-contraction control did through ``after_step()``.
-
-Timing follows "measure like airbench": only the training phase is timed (``epoch_time_s``, wall time with the
-device synchronised; ``cpu_time_s``, the process's CPU time over the same phase, which other processes on a
-shared machine barely move), evaluation apart, time in callbacks and the memory probe kept out, and a warm-up
-step on a copy of the model (leaving the run's numbers untouched) kept out too. ``wall_time_s`` is the whole
-epoch as the authors timed it: data loading, training and test evaluation.
-
-The timed step does not wait for the device: the loss is summed on the device, and a non-finite loss is caught
-by a device-side record of the first failing step (:class:`NonFiniteWatch`), read on the host at the end of the
-phase, on the steps whose loss is logged anyway, and when anything else stops the epoch. The bytes autograd
-saves (``saved_for_backward_mb``, ``saved_in_backward_mb``) are measured on a separate, untimed step: the first
-batch of each epoch (and any deeper one), run on a copy of the model under a forked random state.
-"""
+"""One training loop for every dataset and gradient method (the model returns ``(logits, stats)``, ``stats`` None
+for an explicit network), and what it measures without slowing down. Only the training phase is timed
+(docs/records.md): device synchronised; evaluation, callbacks, the memory probe and a warm-up step on a copy of the
+model kept out. The timed step never waits for the device: a non-finite loss is recorded there (:class:`NonFiniteWatch`)
+and read when the host reads anyway; autograd's saved bytes are measured on an untimed copy under a forked RNG."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..env import rng_state, sync
+from ..env import clock, rng_state, sync
 
 log = logging.getLogger("jfb")
 PROGRESS_EVERY = 25  # steps between progress-bar loss readings (each one waits for the device)
@@ -43,9 +32,8 @@ class RunFailed(RuntimeError):
 
 
 class Callback:
-    """Code that joins a run at fixed points without the loop knowing what it does (``+callbacks.NAME._target_=
-    module.Class``, or passed to :func:`jfb.training.run_training`). Time in :meth:`after_backward` is kept out of
-    the epoch's training time (``callback_time_s``). Callbacks are not part of a run's identity."""
+    """Code that joins a run at fixed points (``+callbacks.NAME._target_=module.Class``, or passed to
+    :func:`jfb.training.run_training`); time in :meth:`after_backward` is kept out of the training time."""
 
     def on_run_start(self, trainer, run_dir: Path) -> None:
         """Before the first epoch of this process (after a resume, at the epoch resumed from)."""
@@ -73,8 +61,6 @@ class Callback:
         """After an epoch's evaluation, before its records are written; may add keys to ``row``."""
 
 
-# ---------------------------------------------------------------- measurements
-
 class SavedTensorBytes:
     """Context manager counting the distinct storages autograd saves for backward."""
 
@@ -99,13 +85,11 @@ class SavedTensorBytes:
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
         self._seen.clear()
-        return False
 
 
 class _Peaks:
-    """Peak memory of an epoch's training phase: peak allocated on a GPU; on a CPU (Linux) the process's peak
-    resident memory (``VmHWM``, reset through ``/proc/self/clear_refs``). ``keep()`` before an untimed memory step
-    folds the peak so far into a running maximum, ``reset()`` after it starts afresh."""
+    """Peak memory of an epoch's training phase: allocated on a GPU, the process's resident memory on a CPU (Linux
+    ``VmHWM``). ``keep()`` before an untimed memory step folds the peak so far in, ``reset()`` after it."""
 
     def __init__(self, device: torch.device):
         self.cuda, self.device, self.kept = device.type == "cuda", device, None
@@ -113,11 +97,10 @@ class _Peaks:
     def _now(self):
         if self.cuda:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
             return next(int(line.split()[1]) / 1024 for line in (_PROC / "status").read_text().splitlines()
                         if line.startswith("VmHWM:"))
-        except (OSError, ValueError, StopIteration):
-            return None
+        return None
 
     def keep(self) -> None:
         now = self._now()
@@ -128,10 +111,8 @@ class _Peaks:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            try:
+            with contextlib.suppress(OSError):
                 (_PROC / "clear_refs").write_text("5")
-            except OSError:
-                pass
 
     def result(self) -> dict:
         self.keep()
@@ -206,21 +187,12 @@ class EpochMeter:
         it, bw = self.fwd_iters, self.bwd_iters
         return {"fwd_iters_mean": sum(it) / len(it) if it else None, "fwd_iters_max": max(it) if it else None,
                 "capped_frac": self.capped / len(it) if it else None,
-                "bwd_iters_mean": sum(bw) / len(bw) if bw else None,
-                # batches whose adjoint solve missed its tolerance: their update is applied all the same (the
-                # authors' code skipped such batches silently), and counted here
+                "bwd_iters_mean": sum(bw) / len(bw) if bw else None,  # bwd_capped_frac: see skip_unconverged_backward
                 "bwd_capped_frac": self.bwd_missed / len(bw) if bw else None, "jac_matvecs": self.jac_matvecs,
                 "bwd_iter_samples": self.bwd_iter_samples if bw else None}
 
     def info_result(self) -> dict:
         return {k.rstrip("#"): float(v[0]) / v[1] if k.endswith("#") else v for k, v in self.extra.items()}
-
-
-def _limit(loader, n):
-    for i, batch in enumerate(loader):
-        if n is not None and i >= n:
-            break
-        yield batch
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -323,9 +295,9 @@ class Trainer:
         meter, watch, peaks = EpochMeter(dev), NonFiniteWatch(dev), _Peaks(dev)
         peaks.reset()
         total = len(self.train_loader) if s.max_batches is None else min(len(self.train_loader), s.max_batches)
-        bar = tqdm(_limit(self.train_loader, s.max_batches), total=total, desc=f"epoch {epoch}/{s.epochs} train",
+        bar = tqdm(islice(self.train_loader, s.max_batches), total=total, desc=f"epoch {epoch}/{s.epochs} train",
                    leave=False, disable=not s.progress)
-        callback_time, skipped, self.probe_time = [0.0, 0.0], 0, (0.0, 0.0)
+        cb_wall, cb_cpu, skipped, self.probe_time = [], [], 0, (0.0, 0.0)  # callbacks' ms, kept out of the time
         sync(dev)
         t0, c0 = time.perf_counter(), time.process_time()
         try:
@@ -355,12 +327,9 @@ class Trainer:
                     # replayed before this step's update
                     self._memory_step(x, y, state, meter, peaks, stats)
                 if cbs:
-                    sync(dev)
-                    w, c = time.perf_counter(), time.process_time()
-                    for cb in cbs:
-                        cb.after_backward(self, x, y, loss, stats)
-                    sync(dev)
-                    callback_time = [callback_time[0] + time.perf_counter() - w, callback_time[1] + time.process_time() - c]
+                    with clock(dev, cb_wall), clock(dev, cb_cpu, time.process_time):
+                        for cb in cbs:
+                            cb.after_backward(self, x, y, loss, stats)
                 if s.skip_unconverged_backward and stats is not None and stats.bwd_converged is False:
                     skipped += 1  # the authors' rule: no update from a batch whose adjoint solve missed its tolerance
                 else:
@@ -377,8 +346,8 @@ class Trainer:
                 if s.progress and b % PROGRESS_EVERY == 0:
                     bar.set_postfix({"loss": f"{float(loss.detach()):.3f}"}, refresh=False)
             sync(dev)
-            wall = time.perf_counter() - t0 - callback_time[0] - self.probe_time[0]
-            cpu = time.process_time() - c0 - callback_time[1] - self.probe_time[1]
+            wall = time.perf_counter() - t0 - sum(cb_wall) / 1000 - self.probe_time[0]
+            cpu = time.process_time() - c0 - sum(cb_cpu) / 1000 - self.probe_time[1]
         except Exception:
             self._raise_non_finite(watch, epoch)  # whatever stopped the epoch, a non-finite loss came first
             raise
@@ -386,10 +355,10 @@ class Trainer:
         self._raise_non_finite(watch, epoch)
         row = {"epoch": epoch, **meter.result("train"), "epoch_time_s": wall, "cpu_time_s": cpu,
                "train_batches": meter.batches, "lr": self.optimizer.param_groups[0]["lr"], **meter.solver_result(),
-               "saved_for_backward_mb": meter.saved_bytes / 2**20, "saved_in_backward_mb": meter.saved_bwd_bytes / 2**20,
-               **peaks.result(), **meter.info_result()}
+               "saved_for_backward_mb": meter.saved_bytes / 2**20,
+               "saved_in_backward_mb": meter.saved_bwd_bytes / 2**20, **peaks.result(), **meter.info_result()}
         if cbs:
-            row["callback_time_s"] = callback_time[0]
+            row["callback_time_s"] = sum(cb_wall) / 1000
         if s.skip_unconverged_backward:
             row["skipped_updates"] = skipped
         self.scheduler.step()
@@ -397,15 +366,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader=None, prefix: str = "test") -> dict:
-        """Loss and accuracy in eval mode on the clean test set (no model selection on it) or another loader, with
-        the evaluated network's own solver statistics and the number of images read."""
+        """Loss, accuracy, images read and solver statistics in eval mode on the test set (no model selection)."""
         loader = self.test_loader if loader is None else loader
         self.model.eval()
         meter = EpochMeter(self.device)
         n = self.settings.max_eval_batches
         sync(self.device)
         t0 = time.perf_counter()
-        for x, y in tqdm(_limit(loader, n), leave=False, desc=prefix, total=len(loader) if n is None else min(
+        for x, y in tqdm(islice(loader, n), leave=False, desc=prefix, total=len(loader) if n is None else min(
                 n, len(loader)), disable=not self.settings.progress):
             logits, stats = self.model(x)
             meter.add_batch(F.cross_entropy(logits, y), logits, y)

@@ -1,13 +1,6 @@
-"""A run folder's records: whole-file writes a crash never leaves half-done, the summary's schema
-(:class:`RunSummary`, what every reader uses), verified checkpoints, and the folder's lock.
-
-Every file is written whole to a temporary file in the same folder, flushed and renamed over the old one, with
-the permissions the user's umask gives new files. ``summary.json``'s ``status`` says whether the run completed;
-anything but ``completed`` is not a result. Each checkpoint ``epoch_NNNN.pt`` has a SHA-256 sidecar; loading
-takes the newest whose bytes match it (a damaged one is skipped with a warning) with
-``torch.load(weights_only=True)``, which runs no code: a file that needs more is refused with
-:class:`UnsafeCheckpoint`, never executed.
-"""
+"""A run folder's records (docs/records.md): whole-file writes a crash never leaves half-done, the summary's schema
+(:class:`RunSummary`, what every reader uses), SHA-256-verified checkpoints loaded with ``weights_only=True`` (a
+file that needs code to load is refused with :class:`UnsafeCheckpoint`, never executed), and the folder's lock."""
 from __future__ import annotations
 
 import contextlib
@@ -22,6 +15,7 @@ import os
 import pickle
 import re
 import socket
+import statistics
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -29,8 +23,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import torch
-
-STATUSES = ("running", "completed", "failed", "interrupted")
 
 
 class RecordWriteError(OSError):
@@ -50,17 +42,12 @@ def write_error(out: Path, e: OSError) -> RecordWriteError:
                             "permissions, then rerun the same command to resume")
 
 
-# ---------------------------------------------------------------- whole-file writes
-
 def _umask() -> int:
     """The process's umask, read without changing it where Linux shows it (no race with other threads)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     old = os.umask(0o022)
     os.umask(old)
     return old
@@ -75,6 +62,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flush, rename over ``path``; the umask's permissions."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
     try:
@@ -107,13 +95,8 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     write_bytes(path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in rows).encode())
 
 
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
-
-
 def read_jsonl(path: Path) -> Optional[list]:
-    """The rows of a JSON-lines file (None when there is none); a torn last line (what a process killed by an
-    older, non-atomic writer may leave) ends the rows."""
+    """The rows of a JSON-lines file (None if absent); a torn last line (an older, non-atomic writer's) ends them."""
     if not Path(path).is_file():
         return None
     rows = []
@@ -125,8 +108,6 @@ def read_jsonl(path: Path) -> Optional[list]:
                 break
     return rows
 
-
-# ---------------------------------------------------------------- the summary
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -212,52 +193,31 @@ class RunSummary:
 
     def finish(self, history: list, status: str, reason: Optional[str] = None) -> "RunSummary":
         """Fill the results from the per-epoch ``history`` rows and set the status."""
-        import statistics
-
-        h = history
-        col = lambda key: [r[key] for r in h if r.get(key) is not None]  # noqa: E731
-        last = h[-1] if h else {}
-        self.status, self.reason, self.epochs_completed = status, reason, len(h)
-        self.test_acc, self.test_loss, self.train_acc = last.get("test_acc"), last.get("test_loss"), last.get("train_acc")
-        best_test = max(h, key=lambda r: r["test_acc"], default=None)
-        self.best_test_epoch, self.best_test_acc = (best_test["epoch"], best_test["test_acc"]) if best_test else (None,
-                                                                                                                None)
-        best_val = max((r for r in h if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default=None)
-        self.best_val_epoch = best_val["epoch"] if best_val else None
-        self.val_acc_best = best_val["val_acc"] if best_val else None
-        self.test_acc_at_best_val = best_val["test_acc"] if best_val else None
-        self.batches_per_epoch, self.test_samples = last.get("train_batches"), last.get("test_samples")
+        col = lambda key: [r[key] for r in history if r.get(key) is not None]  # noqa: E731
         med = lambda key: statistics.median(col(key)) if col(key) else None  # noqa: E731
-        self.train_time_s = sum(col("epoch_time_s"))
-        self.time_per_epoch_s, self.cpu_time_per_epoch_s = med("epoch_time_s"), med("cpu_time_s")
-        self.wall_time_per_epoch_s = med("wall_time_s")
-        self.peak_memory_mb = max(col("peak_memory_mb"), default=None)
-        self.peak_rss_mb = max(col("peak_rss_mb"), default=None)
-        self.saved_for_backward_mb = max(col("saved_for_backward_mb"), default=None)
-        self.saved_in_backward_mb = max(col("saved_in_backward_mb"), default=None)
+        last = history[-1] if history else {}
+        self.status, self.reason, self.epochs_completed = status, reason, len(history)
+        self.test_acc, self.test_loss, self.train_acc = (last.get(k) for k in ("test_acc", "test_loss", "train_acc"))
+        best_test = max(history, key=lambda r: r["test_acc"], default={})
+        self.best_test_epoch, self.best_test_acc = best_test.get("epoch"), best_test.get("test_acc")
+        best_val = max((r for r in history if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default={})
+        self.best_val_epoch, self.val_acc_best = best_val.get("epoch"), best_val.get("val_acc")
+        self.test_acc_at_best_val = best_val.get("test_acc")
+        self.batches_per_epoch, self.test_samples = last.get("train_batches"), last.get("test_samples")
+        self.time_per_epoch_s, self.cpu_time_per_epoch_s, self.wall_time_per_epoch_s = (
+            med(k) for k in ("epoch_time_s", "cpu_time_s", "wall_time_s"))
+        for key in ("peak_memory_mb", "peak_rss_mb", "saved_for_backward_mb", "saved_in_backward_mb"):
+            setattr(self, key, max(col(key), default=None))
         self.fwd_iters_mean = statistics.fmean(col("fwd_iters_mean")) if col("fwd_iters_mean") else None
         self.capped_frac_max = max(col("capped_frac"), default=None)
-        self.jac_matvecs = sum(col("jac_matvecs"))
-        self.callback_time_s = sum(col("callback_time_s"))
+        self.train_time_s, self.jac_matvecs, self.callback_time_s = (
+            sum(col(k)) for k in ("epoch_time_s", "jac_matvecs", "callback_time_s"))
         self.finished_at = now() if status != "running" else None
         return self
 
 
 def read_summary(path: Path) -> RunSummary:
-    return RunSummary.from_dict(read_json(path))
-
-
-def write_summary(path: Path, summary: RunSummary) -> None:
-    write_json(path, summary.to_dict())
-
-
-# ---------------------------------------------------------------- checkpoints
-
-_NAME = re.compile(r"^epoch_(\d+)\.pt$")
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return RunSummary.from_dict(json.loads(Path(path).read_text()))
 
 
 def save_checkpoint(folder: Path, epoch: int, state: dict, keep: int = 2,
@@ -269,7 +229,7 @@ def save_checkpoint(folder: Path, epoch: int, state: dict, keep: int = 2,
     if before_write is not None:
         before_write(epoch, path, data)
     write_bytes(path, data)
-    write_bytes(path.with_suffix(".pt.sha256"), _digest(data).encode())
+    write_bytes(path.with_suffix(".pt.sha256"), hashlib.sha256(data).hexdigest().encode())
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
         old.with_suffix(".pt.sha256").unlink(missing_ok=True)
@@ -281,7 +241,7 @@ def save_checkpoint(folder: Path, epoch: int, state: dict, keep: int = 2,
 def list_checkpoints(folder: Path) -> list:
     if not Path(folder).is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in Path(folder).iterdir() if (m := _NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in Path(folder).iterdir() if (m := re.fullmatch(r"epoch_(\d+)\.pt", p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -290,7 +250,7 @@ def load_latest(folder: Path, map_location=None) -> Optional[dict]:
     for path in reversed(list_checkpoints(folder)):
         data = path.read_bytes()
         digest_file = path.with_suffix(".pt.sha256")
-        if not digest_file.exists() or digest_file.read_text().strip() != _digest(data):
+        if not digest_file.exists() or digest_file.read_text().strip() != hashlib.sha256(data).hexdigest():
             warnings.warn(f"checkpoint {path} is damaged (checksum mismatch: truncated or corrupted file); "
                           "falling back to the previous one", stacklevel=2)
             continue
@@ -306,14 +266,11 @@ def load_latest(folder: Path, map_location=None) -> Optional[dict]:
     return None
 
 
-# ---------------------------------------------------------------- the lock
-
 @contextlib.contextmanager
 def run_lock(out: Path):
-    """Hold an exclusive lock on the run folder (``.lock``, flock) while the run reads and writes it, so two
-    processes never train the same run at once: the second fails at once with :class:`RunLocked`. The kernel
-    drops the lock if the process dies; a run that wrote nothing removes the file. A file system without flock
-    runs unlocked, with a warning."""
+    """Hold an exclusive flock on ``out/.lock`` while the run reads and writes the folder: a second process fails at
+    once with :class:`RunLocked`. The kernel drops the lock if the process dies; a run that wrote nothing removes
+    the file; a file system without flock runs unlocked, with a warning."""
     path = out / ".lock"
     while True:
         try:

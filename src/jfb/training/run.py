@@ -1,27 +1,12 @@
 """One run, from a checked config to complete records in its run folder: plan, lock, build, fit, record.
 
-The same settings land in the same folder (the hash of :func:`jfb.training.config.identity` names it). There,
-:func:`plan` decides what the asked-for run does; ``make reproduce-table`` and its dry run ask the same function:
-
-- ``new``: the folder holds no run (or ``resume=false``: its records are replaced);
-- ``resume``: it holds an unfinished run (killed, failed, interrupted): from its last intact checkpoint;
-- ``skip``: it holds a run completed with exactly the epochs asked for (its summary is returned as it is);
-- ``extend``: a completed run of fewer epochs than asked for (``trainer.epochs`` raised) goes on from its last
-  checkpoint, and the console and the summary (``extended_from``) say so;
-- refused (:class:`ConfigError`): a completed run of more epochs (a longer run's result is never reported as a
-  shorter one's), or a folder whose recorded identity differs, naming the settings that differ.
-
-Order matters for "nothing half-written": everything that can fail on bad input (the folder's identity, data,
-model) happens before the folder receives a single record. From then on ``summary.json`` tells the truth:
-``running``, then ``completed``, ``failed`` (with the reason) or ``interrupted``; a run killed outright stays
-``running`` and resumes when the same command is run again.
-
-A run folder holds ``config.yaml`` (the checked settings; paths relative to the run folder), ``identity.json``
-(hash, the settings it covers, the command-line overrides), ``metrics.jsonl`` (a row per epoch),
-``summary.json``, ``train.log`` (the console lines) and ``checkpoints/``.
-"""
+:func:`plan` decides what the run does with its folder (``new``, ``resume``, ``extend``, ``skip`` or refused;
+docs/records.md), for ``make reproduce-table`` too. Everything that can fail on bad input (identity, data, model)
+happens before the folder receives a record; from then on ``summary.json``'s status tells the truth."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -33,11 +18,14 @@ import yaml
 
 from .. import env
 from ..core.solvers import precision_refused
+from ..data import build_loaders, split_validation
 from ..host_memory import host_allocator, retain_host_memory
+from ..models import build_model
 from .config import ConfigError, RunConfig, differences, identity, run_hash
+from .diagnostics import GradientDiagnostics
 from .loop import Callback, RunFailed, Trainer, TrainerSettings
-from .records import (RunSummary, list_checkpoints, load_latest, now, read_json, read_summary, run_lock,
-                      save_checkpoint, write_bytes, write_error, write_json, write_jsonl, write_summary)
+from .records import (RunSummary, list_checkpoints, load_latest, now, read_summary, run_lock, save_checkpoint,
+                      write_bytes, write_error, write_json, write_jsonl)
 from .tracking import make_tracker
 
 log = logging.getLogger("jfb")
@@ -61,7 +49,7 @@ def plan(out: Path, cfg: RunConfig) -> Plan:
     asked = cfg.trainer.epochs
     path = out / IDENTITY_FILE
     if path.is_file():
-        diff = differences(read_json(path)["identity"], identity(cfg.to_dict()))
+        diff = differences(json.loads(path.read_text())["identity"], identity(cfg.to_dict()))
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:6])
             raise ConfigError(f"the run folder {out} holds a run with other settings ({shown}); a folder holds one "
@@ -88,8 +76,7 @@ def plan(out: Path, cfg: RunConfig) -> Plan:
 
 
 def portable_paths(cfg: dict, out: Path) -> dict:
-    """``cfg`` with ``paths`` relative to the run folder ``out``: the records name no folder of the machine, and
-    ``jfb-evaluate RUN_DIR`` finds the data wherever the run found it."""
+    """``cfg`` with ``paths`` relative to the run folder ``out`` (the records name no folder of the machine)."""
     paths = {k: os.path.relpath(os.path.abspath(v), os.path.abspath(out)) for k, v in cfg["paths"].items()}
     return {**cfg, "paths": paths}
 
@@ -105,8 +92,6 @@ def _overrides(overrides: List[str], out: Path) -> List[str]:
 
 def build_network(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     """The run's network (freshly initialised from the current random state)."""
-    from ..models import build_model
-
     m = cfg.model
     return build_model(m.name, implicit=m.implicit, latent_bn=m.latent_bn, contraction=m.contraction, gamma=m.gamma,
                        contraction_every=m.contraction_every, jac_reg=m.jac_reg, jac_reg_vectors=m.jac_reg_vectors,
@@ -115,8 +100,6 @@ def build_network(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
 
 def build(cfg: RunConfig, device: torch.device):
     """(train loader, test loader, validation loader or None, model, optimizer, scheduler) of a run."""
-    from ..data import build_loaders, split_validation
-
     d, t = cfg.dataset, cfg.trainer
     train, test = build_loaders(d.name, source=d.source, data_dir=cfg.paths.data_dir, batch_size=t.batch_size,
                                 test_batch_size=t.test_batch_size, augment=d.augment, svhn_extra=d.svhn_extra,
@@ -135,45 +118,37 @@ def build(cfg: RunConfig, device: torch.device):
 
 
 def callbacks_of(cfg: RunConfig) -> List[Callback]:
-    """The callbacks the config asks for: gradient diagnostics, then the ``callbacks`` node's (Hydra instantiates
-    ``{_target_: module.Class, ...}``; entries set to null are skipped)."""
-    from .diagnostics import GradientDiagnostics
+    """Gradient diagnostics if asked for, then the ``callbacks`` node's (entries set to null are skipped)."""
+    out: List[Callback] = [GradientDiagnostics(cfg.diagnostics, cfg.model)] if cfg.diagnostics.every is not None else []
+    for name, spec in cfg.callbacks.items():
+        if spec is not None:
+            from hydra.utils import instantiate
 
-    out: List[Callback] = []
-    if cfg.diagnostics.every is not None:
-        out.append(GradientDiagnostics(cfg.diagnostics, cfg.model))
-    if any(v is not None for v in cfg.callbacks.values()):
-        from hydra.utils import instantiate
-
-        for name, spec in cfg.callbacks.items():
-            cb = None if spec is None else instantiate(spec)
-            if spec is not None and not isinstance(cb, Callback):
+            cb = instantiate(spec)
+            if not isinstance(cb, Callback):
                 raise ConfigError(f"callbacks.{name} built a {type(cb).__name__}, not a jfb.training.Callback; its "
                                   "_target_ must name a Callback subclass")
-            out += [cb] if cb is not None else []
+            out.append(cb)
     return out
 
 
-class _LogFile:
+@contextlib.contextmanager
+def _log_file(path: Path):
     """Console lines and warnings of the run, also written to ``train.log`` in the run folder."""
-
-    def __init__(self, path: Path):
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.loggers = [logging.getLogger("jfb"), logging.getLogger("py.warnings")]
-
-    def __enter__(self):
-        for lg in self.loggers:
-            lg.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        if exc[0] is not None and issubclass(exc[0], KeyboardInterrupt):
-            log.info("interrupted (Ctrl-C or SIGTERM); rerun the same command to resume")
-        for lg in self.loggers:
-            lg.removeHandler(self.handler)
-        self.handler.close()
-        return False
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("jfb"), logging.getLogger("py.warnings")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        log.info("interrupted (Ctrl-C or SIGTERM); rerun the same command to resume")
+        raise
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+        handler.close()
 
 
 def run_training(cfg: RunConfig, out_dir, callbacks: Optional[List[Callback]] = None,
@@ -187,8 +162,7 @@ def run_training(cfg: RunConfig, out_dir, callbacks: Optional[List[Callback]] = 
     except ValueError as e:
         raise ConfigError(str(e)) from None
     precision = cfg.solver.options.get("precision", "float32")
-    why = precision_refused(precision, device) if cfg.model.implicit and precision != "float32" else None
-    if why is not None:
+    if cfg.model.implicit and precision != "float32" and (why := precision_refused(precision, device)) is not None:
         raise ConfigError(f"solver.options.precision={precision!r} is refused on {device}: {why}; use "
                           "solver.options.precision=float32")
     with run_lock(out):
@@ -200,7 +174,7 @@ def run_training(cfg: RunConfig, out_dir, callbacks: Optional[List[Callback]] = 
 
 
 def _train(cfg: RunConfig, out: Path, p: Plan, device: torch.device, cbs: list, overrides: list) -> RunSummary:
-    t = cfg.trainer
+    t, lg = cfg.trainer, cfg.logger
     retain_host_memory()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -241,78 +215,72 @@ def _train(cfg: RunConfig, out: Path, p: Plan, device: torch.device, cbs: list, 
         write_jsonl(out / "metrics.jsonl", history)
     except OSError as e:
         raise write_error(out, e) from e
-    with _LogFile(out / "train.log"):
+    with _log_file(out / "train.log"):
         if p.action == "extend":
             log.info(f"{out}: extending a completed {p.old.epochs_completed}-epoch run to {t.epochs} epochs")
         elif state is not None:
             log.info(f"{out}: resuming after epoch {start_epoch} of {t.epochs}")
-        return _fit(cfg, out, summary, (model, optimizer, scheduler), (train_loader, test_loader, val_loader), device,
-                    cbs, history, (start_epoch, train_time, step, wandb_id))
+        notes = " ".join(o for o in overrides if not o.startswith(("paths.", "hydra")))  # W&B notes: what varied
+        tracker = make_tracker(lg, out, {**portable_paths(cfg.to_dict(), out), "run_hash": summary.run_hash},
+                               out.name, wandb_id, tags=[cfg.dataset.name, cfg.method.label], notes=notes)
+        summary.wandb_id, summary.wandb_mode = tracker.run_id, tracker.mode
+        log.info(plan_line(cfg, out, summary, start_epoch, len(train_loader), tracker))
+        settings = TrainerSettings(
+            epochs=t.epochs, max_batches=t.max_batches, max_eval_batches=t.max_eval_batches,
+            progress=env.stderr_is_terminal() if t.progress is None else t.progress,
+            capped_warn_frac=t.capped_warn_frac, capped_fail_frac=t.capped_fail_frac,
+            skip_unconverged_backward=t.skip_unconverged_backward,
+            log_every=getattr(lg, "log_every", None) if tracker.run_id else None)
 
+        def before_write(epoch, path, data):
+            for cb in cbs:
+                cb.before_checkpoint_write(epoch, path, data)
 
-def _fit(cfg: RunConfig, out: Path, summary: RunSummary, net, loaders, device, cbs, history, resumed) -> RunSummary:
-    (model, optimizer, scheduler), (train_loader, test_loader, val_loader) = net, loaders
-    start_epoch, train_time, step, wandb_id = resumed
-    t, lg = cfg.trainer, cfg.logger
-    tracker = make_tracker(lg, out, {**portable_paths(cfg.to_dict(), out), "run_hash": summary.run_hash}, out.name,
-                           wandb_id, tags=[cfg.dataset.name, cfg.method.label], notes=run_notes(cfg))
-    summary.wandb_id, summary.wandb_mode = tracker.run_id, tracker.mode
-    log.info(plan_line(cfg, out, summary, start_epoch, len(train_loader), tracker))
-    settings = TrainerSettings(
-        epochs=t.epochs, max_batches=t.max_batches, max_eval_batches=t.max_eval_batches,
-        progress=env.stderr_is_terminal() if t.progress is None else t.progress, capped_warn_frac=t.capped_warn_frac,
-        capped_fail_frac=t.capped_fail_frac, skip_unconverged_backward=t.skip_unconverged_backward,
-        log_every=getattr(lg, "log_every", None) if tracker.run_id else None)
-
-    def before_write(epoch, path, data):
-        for cb in cbs:
-            cb.before_checkpoint_write(epoch, path, data)
-
-    def on_epoch_end(row: dict) -> None:
-        write_jsonl(out / "metrics.jsonl", history)
-        if t.checkpoint:
-            save_checkpoint(out / "checkpoints", row["epoch"], {
-                "epoch": row["epoch"], "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": env.rng_state(python=True).to_dict(),
-                "train_time_s": row["train_time_s"], "history": history, "step": trainer.global_step,
-                "wandb_id": tracker.run_id}, before_write=before_write if cbs else None)
-        write_summary(out / "summary.json", summary.finish(history, "running"))
-        tracker.log_epoch(row)
-
-    trainer = Trainer(model, optimizer, scheduler, train_loader, test_loader, device, settings, on_epoch_end,
-                      global_step=step, history=history, callbacks=cbs, log_step=tracker.log_step,
-                      val_loader=val_loader)
-    for cb in cbs:
-        cb.on_run_start(trainer, out)
-    status, reason = "failed", None
-    try:
-        write_summary(out / "summary.json", summary.finish(history, "running"))
-        trainer.fit(start_epoch, train_time)
-        status = "completed"
-    except KeyboardInterrupt:
-        status, reason = "interrupted", "interrupted (KeyboardInterrupt or SIGTERM)"
-        raise
-    except OSError as e:  # a checkpoint or record could not be written (disk full, read-only folder)
-        reason = f"{type(e).__name__}: {e}"
-        raise write_error(out, e) from e
-    except Exception as e:
-        reason = str(e) if isinstance(e, RunFailed) else f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        summary.warmup_time_s = trainer.warmup_time_s
-        try:
+        def on_epoch_end(row: dict) -> None:
             write_jsonl(out / "metrics.jsonl", history)
-            write_summary(out / "summary.json", summary.finish(history, status, reason))
-        except OSError as e:  # e.g. disk full: the records on disk never claim completion
-            tracker.finish(exit_code=1)
+            if t.checkpoint:
+                save_checkpoint(out / "checkpoints", row["epoch"], {
+                    "epoch": row["epoch"], "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": env.rng_state(python=True).to_dict(),
+                    "train_time_s": row["train_time_s"], "history": history, "step": trainer.global_step,
+                    "wandb_id": tracker.run_id}, before_write=before_write if cbs else None)
+            write_json(out / "summary.json", summary.finish(history, "running").to_dict())
+            tracker.log_epoch(row)
+
+        trainer = Trainer(model, optimizer, scheduler, train_loader, test_loader, device, settings, on_epoch_end,
+                          global_step=step, history=history, callbacks=cbs, log_step=tracker.log_step,
+                          val_loader=val_loader)
+        for cb in cbs:
+            cb.on_run_start(trainer, out)
+        status, reason = "failed", None
+        try:
+            write_json(out / "summary.json", summary.finish(history, "running").to_dict())
+            trainer.fit(start_epoch, train_time)
+            status = "completed"
+        except KeyboardInterrupt:
+            status, reason = "interrupted", "interrupted (KeyboardInterrupt or SIGTERM)"
+            raise
+        except OSError as e:  # a checkpoint or record could not be written (disk full, read-only folder)
+            reason = f"{type(e).__name__}: {e}"
             raise write_error(out, e) from e
-        tracker.log_summary(summary.to_dict())
-        if status == "completed" and lg.log_checkpoint:
-            tracker.log_checkpoint(list_checkpoints(out / "checkpoints")[-1:], summary)
-        tracker.finish(exit_code=0 if status == "completed" else 1)
-    log.info(f"{out}: {status}, test accuracy {summary.test_acc:.2f} % after {summary.epochs_completed} epochs, "
-             f"training phase {summary.train_time_s:.1f} s" if summary.test_acc is not None else f"{out}: {status}")
-    return summary
+        except Exception as e:
+            reason = str(e) if isinstance(e, RunFailed) else f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            summary.warmup_time_s = trainer.warmup_time_s
+            try:
+                write_jsonl(out / "metrics.jsonl", history)
+                write_json(out / "summary.json", summary.finish(history, status, reason).to_dict())
+            except OSError as e:  # e.g. disk full: the records on disk never claim completion
+                tracker.finish(exit_code=1)
+                raise write_error(out, e) from e
+            tracker.log_summary(summary.to_dict())
+            if status == "completed" and lg.log_checkpoint:
+                tracker.log_checkpoint(list_checkpoints(out / "checkpoints")[-1:], summary)
+            tracker.finish(exit_code=0 if status == "completed" else 1)
+        log.info(f"{out}: {status}, test accuracy {summary.test_acc:.2f} % after {summary.epochs_completed} epochs, "
+                 f"training phase {summary.train_time_s:.1f} s" if summary.test_acc is not None else f"{out}: {status}")
+        return summary
 
 
 def plan_line(cfg: RunConfig, out: Path, summary: RunSummary, start_epoch: int, batches: int, tracker) -> str:
@@ -328,13 +296,3 @@ def plan_line(cfg: RunConfig, out: Path, summary: RunSummary, start_epoch: int, 
     return (f"{cfg.method.label} on {cfg.dataset.name}: {first} of {n} batches of {t.batch_size}, evaluated on "
             f"{evaluation}; {data}; device {summary.device} ({summary.device_name}); run {summary.run_hash} in {out}; "
             f"{tracker.where()}")
-
-
-def run_notes(cfg: RunConfig) -> str:
-    """The settings of the run that differ from its experiment's defaults, as readable text (W&B notes)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("paths.", "hydra")))
-    except ValueError:
-        return ""

@@ -1,14 +1,10 @@
-"""Experiment tracking: Weights & Biases, or nothing.
+"""Experiment tracking: Weights & Biases, or nothing (docs/wandb.md).
 
 W&B is a convenience, never a point of failure: if it cannot start online it falls back to offline with a
-warning, and if it cannot log at all training goes on with a warning. Runs are grouped by experiment, tagged with
-dataset and method, and carry the command-line overrides as notes, so they compare side by side in the dashboard;
-a resumed run continues under the same W&B id. Per-epoch metrics are plotted against ``epoch``
-(``define_metric``), so runs with different batch counts line up; the step loss against the global step. W&B's
-own console output is silenced unless ``logger.verbose=true``: the run prints one line saying where it logs.
-"""
+warning, and if it cannot log at all training goes on with a warning."""
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
 import secrets
@@ -19,12 +15,11 @@ from typing import Optional
 
 # Per-epoch record keys -> W&B namespaces: (prefix, namespace, strip the prefix); first match wins, the rest go
 # under "train/". docs/wandb.md lists them.
-_NAMESPACES = (
-    ("train_", "train/", True), ("test_", "test/", True), ("val_", "val/", True), ("eval_", "solver/", False),
-    ("fwd_", "solver/", False), ("bwd_", "solver/", False), ("capped_", "solver/", False), ("jac_", "solver/", False),
-    ("skipped_", "solver/", False), ("lip_", "contraction/", False), ("diag_", "diag/", True),
-    ("saved_", "memory/", False), ("peak_", "memory/", False), ("reg_", "train/", False), ("drawn_", "solver/", False),
-)
+_NAMESPACES = (("train_", "train/", True), ("test_", "test/", True), ("val_", "val/", True),
+               ("eval_", "solver/", False), ("fwd_", "solver/", False), ("bwd_", "solver/", False),
+               ("capped_", "solver/", False), ("jac_", "solver/", False), ("skipped_", "solver/", False),
+               ("lip_", "contraction/", False), ("diag_", "diag/", True), ("saved_", "memory/", False),
+               ("peak_", "memory/", False), ("reg_", "train/", False), ("drawn_", "solver/", False))
 _LAST_EPOCH = {"test_acc", "test_loss", "train_acc", "test_samples", "extra"}
 _TIMES = {"epoch_time_s", "cpu_time_s", "wall_time_s", "train_time_s", "callback_time_s", "eval_time_s"}
 
@@ -39,9 +34,7 @@ def namespaced(row: dict) -> dict:
             out["epoch"] = v
         elif k in _TIMES:
             out[f"time/{k}"] = v
-        elif k == "lr":
-            out["train/lr"] = v
-        else:
+        else:  # lr, and any other key without a namespace of its own, under train/
             prefix, ns, strip = next((n for n in _NAMESPACES if k.startswith(n[0])), ("", "train/", False))
             out[ns + (k[len(prefix):] if strip else k)] = v
     if row.get("fwd_iters_mean") is None:
@@ -56,20 +49,7 @@ class NullTracker:
     def where(self) -> str:
         return "no W&B (logger=none)"
 
-    def log_epoch(self, row: dict) -> None:
-        pass
-
-    def log_step(self, step: int, loss: float) -> None:
-        pass
-
-    def log_checkpoint(self, paths: list, summary) -> None:
-        pass
-
-    def log_summary(self, summary: dict) -> None:
-        pass
-
-    def finish(self, exit_code: int = 0) -> None:
-        pass
+    log_epoch = log_step = log_checkpoint = log_summary = finish = lambda self, *args, **kwargs: None  # noqa: E731
 
 
 def default_mode(mode: Optional[str]) -> str:
@@ -104,10 +84,8 @@ class WandbTracker:
             warnings.warn(f"W&B could not start in mode {self.mode!r} ({e}); logging offline instead. Sync later with "
                           "`wandb sync <run folder>/wandb/offline-run-*`.", stacklevel=2)
             self.mode = "offline"
-            try:
+            with contextlib.suppress(Exception):
                 wandb.teardown()  # the failed start leaves the run id taken in W&B's service
-            except Exception:
-                pass
             self.run = wandb.init(mode="offline", settings=wandb.Settings(**quiet), **kwargs)
         self.run.define_metric("epoch")
         for ns in ("train", "test", "val", "solver", "time", "memory", "contraction", "diag"):
@@ -119,39 +97,41 @@ class WandbTracker:
             return f"W&B offline in {self.run_dir / 'wandb'} (`wandb sync` uploads it)"
         return f"W&B {self.mode}: {getattr(self.run, 'url', None) or self.run_id}"
 
-    def _safe(self, what, fn):
+    @contextlib.contextmanager
+    def _safe(self, what: str):
         try:
-            fn()
+            yield
         except Exception as e:  # never kill training for logging
-            warnings.warn(f"W&B {what} failed ({e}); training goes on", stacklevel=3)
+            warnings.warn(f"W&B {what} failed ({e}); training goes on", stacklevel=4)
 
     def log_epoch(self, row: dict) -> None:
-        self._safe("log", lambda: self.run.log(namespaced(row)))
+        with self._safe("log"):
+            self.run.log(namespaced(row))
 
     def log_step(self, step: int, loss: float) -> None:
-        self._safe("log", lambda: self.run.log({"step/loss": loss}, step=step))
+        with self._safe("log"):
+            self.run.log({"step/loss": loss}, step=step)
 
     def log_checkpoint(self, paths: list, summary) -> None:
         """The final checkpoint as a W&B artifact of type "model" (``logger.log_checkpoint=true``)."""
-        def upload():
+        with self._safe("artifact"):
             art = self._wandb.Artifact(f"checkpoint-{self.run_id}", type="model", metadata={
                 "run_hash": summary.run_hash, "test_acc": summary.test_acc, "epochs": summary.epochs_completed})
             for p in paths:
                 art.add_file(str(p))
             self.run.log_artifact(art)
-        self._safe("artifact", upload)
 
     def log_summary(self, summary: dict) -> None:
         """summary.json's figures under ``run/``, but those W&B's summary already holds as the last value of an
         epoch metric (``test/acc``, ``test/loss``, ``train/acc``): each value once."""
-        def upd():
+        with self._safe("summary"):
             for k, v in summary.items():
                 if k not in _LAST_EPOCH and (isinstance(v, (int, float, str, bool)) or v is None):
                     self.run.summary[f"run/{k}"] = v
-        self._safe("summary", upd)
 
     def finish(self, exit_code: int = 0) -> None:
-        self._safe("finish", lambda: self.run.finish(exit_code=exit_code))
+        with self._safe("finish"):
+            self.run.finish(exit_code=exit_code)
 
 
 def make_tracker(lg, run_dir: Path, config: dict, run_name: str, run_id: Optional[str], tags: list, notes: str = ""):
