@@ -539,6 +539,24 @@ def test_random_depth_neumann_truncates_at_its_draw_and_repeats_from_the_seed(op
     assert abs(sum(means) / len(means) - 3) < 0.5 and min(means) == 0  # geometric, mean 3
 
 
+@pytest.mark.parametrize("damping", [1.0, 0.5])
+def test_random_window_unrolled_is_the_fixed_window_at_its_draw(op, damping):
+    draws = []
+    for seed in (0, 0, 3):
+        torch.manual_seed(seed)
+        out, st = fixed_point(op.f, op.z0, "unrolled", window=3, damping=damping, random="uniform", **TIGHT)
+        got, k = op.grad(out), st.drawn_terms
+        assert 1 <= k <= 5 and st.info["drawn_terms_mean"] == k
+        fixed, _ = fixed_point(op.f, op.z0, "unrolled", window=k, damping=damping, **TIGHT)
+        assert relerr(got, op.grad(fixed)) < 1e-9
+        draws.append((k, got))
+    assert draws[0][0] == draws[1][0] and all(torch.equal(a, b) for a, b in zip(draws[0][1], draws[1][1]))
+    torch.manual_seed(0)
+    ks = [fixed_point(op.f, op.z0, "unrolled", window=3, random="geometric", **TIGHT)[1].drawn_terms
+          for _ in range(400)]
+    assert abs(sum(ks) / len(ks) - 3) < 0.5 and min(ks) == 1
+
+
 def test_jacobian_penalty_is_hutchinsons_estimate_of_the_dense_frobenius_norm(op):
     from jfb.core.adjoint import jacobian_penalty
 
@@ -557,7 +575,7 @@ def test_jacobian_penalty_is_hutchinsons_estimate_of_the_dense_frobenius_norm(op
 
 def test_bad_values_of_the_new_options_name_the_key(op):
     for kwargs, key in ((dict(window=3, damping=0.0), "damping"), (dict(window=3, damping=1.5), "damping"),
-                        (dict(damping=0.5), "window")):
+                        (dict(damping=0.5), "window"), (dict(random="uniform"), "window")):
         with pytest.raises(ValueError, match=key):
             fixed_point(op.f, op.z0, "unrolled", **kwargs)
     with pytest.raises(ValueError, match="random='poisson' is invalid: expected one of none, uniform, geometric"):

@@ -177,12 +177,32 @@ class IFT(_AdjointMethod):
         return r.w
 
 
+RANDOM = ("none", "uniform", "geometric")
+
+
+def draw_terms(random: str, mean: int, low: int = 0) -> int:
+    """A number of terms >= ``low`` of mean ``mean``, from the global torch generator (so runs repeat and resume
+    identically): fixed (none), uniform on {low, ..., 2 mean - low}, or ``low`` plus the failures before the first
+    success of trials with success probability 1 / (mean - low + 1) (geometric)."""
+    m = mean - low
+    if random == "uniform":
+        return low + int(torch.randint(0, 2 * m + 1, ()))
+    if random == "geometric" and m:
+        return low + int(math.floor(math.log1p(-float(torch.rand(()))) / math.log1p(-1 / (m + 1))))
+    return mean
+
+
+def record_draw(stats, random: str, k: int) -> None:
+    if random != "none":
+        stats.drawn_terms = k
+        stats.info["drawn_terms_mean"] = k
+
+
 @dataclass
 class NeumannOptions:
     terms: int = opt(1, "k: terms of the series after g (0 is JFB); with random, their mean", low=0)
     random: str = opt("none", "none: k terms every step; uniform: k drawn from {0, ..., 2k} each step; geometric: k "
-                              "drawn with P(k) = p (1 - p)^k, mean k (stochastic JFB)", choices=("none", "uniform",
-                                                                                                  "geometric"))
+                              "drawn with P(k) = p (1 - p)^k, mean k (stochastic JFB)", choices=RANDOM)
 
 
 class Neumann(_AdjointMethod):
@@ -199,25 +219,15 @@ class Neumann(_AdjointMethod):
             return JFB()(f, z0, ctx)
         return super().__call__(f, z0, ctx)
 
-    def draw(self) -> int:
-        if self.random == "uniform":
-            return int(torch.randint(0, 2 * self.terms + 1, ()))
-        if self.random == "geometric":  # failures before the first success, success probability 1 / (terms + 1)
-            u = float(torch.rand(()))
-            return int(math.floor(math.log1p(-u) / math.log1p(-1 / (self.terms + 1)))) if self.terms else 0
-        return self.terms
-
     def adjoint(self, g, prod, ctx):
-        k = self.draw()
+        k = draw_terms(self.random, self.terms)
         w, v = g, g
         for _ in range(k):
             v = prod.vjp(v)
             w = w + v
         ctx.stats.bwd_iters = k
         ctx.stats.bwd_matvecs += k
-        if self.random != "none":
-            ctx.stats.drawn_terms = k
-            ctx.stats.info["drawn_terms_mean"] = k
+        record_draw(ctx.stats, self.random, k)
         return w
 
 
@@ -228,6 +238,8 @@ class UnrolledOptions:
     damping: float = opt(1.0, "lambda of the differentiated steps z <- (1 - lambda) z + lambda f(z) (1: plain; below "
                               "1 with a window: the phantom gradient of Geng et al. 2021)", low=0, high=1,
                          low_open=True)
+    random: str = opt("none", "with a window k: none: k steps every step; uniform: drawn from {1, ..., 2k-1}; "
+                              "geometric: 1 plus a geometric count of mean k-1", choices=RANDOM)
 
 
 class Unrolled(GradientMethod):
@@ -236,7 +248,8 @@ class Unrolled(GradientMethod):
     ``window=None`` differentiates all K+1 applications (memory grows with depth); ``window=k`` solves without a
     graph and recomputes the last k-1 iterations with one, so ``window=1`` is JFB. ``damping=lambda < 1`` (with a
     window) is the phantom gradient (Geng et al., NeurIPS 2021): ``window`` damped steps
-    ``z <- (1 - lambda) z + lambda f(z)`` from u*. picard's ``check_every`` is not applied.
+    ``z <- (1 - lambda) z + lambda f(z)`` from u*. ``random`` draws the window every step, before the solve
+    (:func:`draw_terms`). picard's ``check_every`` is not applied.
     """
 
     name = "unrolled"
@@ -252,6 +265,9 @@ class Unrolled(GradientMethod):
         if self.damping != 1.0 and self.window is None:
             raise ValueError(f"method 'unrolled': damping={self.damping} damps the differentiated steps from the "
                              "fixed point (the phantom gradient) and needs window=k; give window")
+        if self.random != "none" and self.window is None:
+            raise ValueError(f"method 'unrolled': random={self.random!r} draws the window and needs window=k (its "
+                             "mean); give window")
 
     def __call__(self, f, z0, ctx):
         s = ctx.stats
@@ -266,7 +282,9 @@ class Unrolled(GradientMethod):
             s.fwd_iters, s.fwd_residual, s.fwd_converged = k, res, res <= ctx.tol
             s.bwd_matvecs += k  # a VJP through every application whose input carries a graph
             return ctx.apply(f, z)
-        recent = deque([z0], maxlen=self.window)  # inputs of the last `window` applications, without a graph
+        window = draw_terms(self.random, self.window, 1)
+        record_draw(s, self.random, window)
+        recent = deque([z0], maxlen=window)  # inputs of the last `window` applications, without a graph
 
         def g(z):
             out = f(z)
@@ -279,9 +297,9 @@ class Unrolled(GradientMethod):
         s.f_evals += res.iters
         if self.damping != 1.0:  # the phantom gradient: damped steps from the fixed point
             z = res.z.detach()
-            for _ in range(self.window):
+            for _ in range(window):
                 z = (1 - self.damping) * z + self.damping * ctx.apply(f, z)
-            s.bwd_matvecs += self.window - 1
+            s.bwd_matvecs += window - 1
             return z
         z = recent[0].detach()
         for _ in range(len(recent)):  # len(recent) applications end at u_{K+1}
