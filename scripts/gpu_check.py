@@ -15,7 +15,8 @@ Steps, each with its own time limit (a failing step never loses the others; each
 
 Real MNIST is read from ``--data-dir`` when it holds the files, else synthetic data with MNIST's shapes is used
 and the report says so. DIR/gpu_check.md lists every step: its command, exit status, duration and the card.
-``--dry-run`` runs every step in miniature on the CPU (synthetic data, a few batches): the script's own test.
+``--dry-run`` runs every step in miniature on the CPU (synthetic data, a few batches, two solver candidates; the
+steps' own limits lifted, ``--budget`` alone applies): the script's own test, run by tests/test_gpu_check.py.
 """
 from __future__ import annotations
 
@@ -37,23 +38,33 @@ def card(dry: bool) -> str:
     return "CPU (dry run)" if dry else torch.cuda.get_device_name(0)
 
 
+def shown(cmd: list, out: Path, data_dir: str) -> str:
+    """A command as the report shows it: no folder of this machine."""
+    return " ".join(t.replace(str(out), "$OUT").replace(f"={data_dir}", "=$DATA_DIR") if t != data_dir
+                    else "$DATA_DIR" for t in cmd)
+
+
 def steps(a, out: Path, data: list) -> list:
     """(name, limit in s, command) of every step."""
     py, dev = [sys.executable, "-m"], "cpu" if a.dry_run else "cuda"
     tiny = ["trainer.max_batches=2", "trainer.test_batch_size=100", "trainer.max_eval_batches=1"] if a.dry_run else []
-    train = [*py, "jfb.train", f"device={dev}", "logger=none", "trainer.progress=false", "method=jfb", *data, *tiny]
+
+    def sweep(*overrides):  # a multirun of jfb.train (Hydra wants -m before the overrides)
+        return [*py, "jfb.train", "-m", f"device={dev}", "logger=none", "trainer.progress=false",
+                *data, *tiny, *overrides]
+
     bench = [*py, "jfb.bench", "--device", dev, "--quick", "--out", str(out / "bench"), "--data-dir", a.data_dir]
     if a.dry_run:
         bench += ["--nets", "mnist", "--methods", "jfb,ift-cg", "--depths", "2,3", "--repeats", "1",
                   "--paper-batches", "2", "--skip", "adjoint", "--synthetic"]
-    study = [sys.executable, str(ROOT / "verification" / "solver_study.py"), "--device", dev, "--datasets", "mnist",
+    study = [sys.executable, "verification/solver_study.py", "--device", dev, "--datasets", "mnist",
              "--parts", "solves,steps", "--precisions", "float32,bfloat16" + ("" if a.dry_run else ",tf32"),
-             "--out", str(out / "bench"), "--data-dir", a.data_dir] + (["--quick"] if a.dry_run else [])
-    waits = [*train, "-m", "experiment=fast/mnist", "solver.options.check_every=1,2,4", "trainer.epochs=1",
-             f"paths.output_root={out / 'host_waits'}"]
-    presets = [*train, "-m", "experiment=paper/mnist,fast/mnist", "trainer.epochs=1", f"paths.output_root={out / 'presets'}"]
-    table1 = [*train, "-m", "experiment=paper/mnist", "method=jfb,explicit", "profile=gpu",
-              f"paths.output_root={out / 'gpu' / 'runs'}"]
+             "--out", str(out / "bench"), "--data-dir", a.data_dir] + (["--quick", "--candidates", "picard,anderson-m2-b1"] if a.dry_run else [])
+    waits = sweep("method=jfb", "experiment=fast/mnist", "solver.options.check_every=1,2,4", "trainer.epochs=1",
+                  f"paths.output_root={out / 'host_waits'}")
+    presets = sweep("method=jfb", "experiment=paper/mnist,fast/mnist", "trainer.epochs=1",
+                    f"paths.output_root={out / 'presets'}")
+    table1 = sweep("experiment=paper/mnist", "method=jfb,explicit", f"paths.output_root={out / 'gpu' / 'runs'}")
     return [("card", 30, ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv"]),
             ("bench", 180, bench), ("solvers", 150, study), ("host_waits", 60, waits), ("presets", 60, presets),
             ("table1", None, table1)]
@@ -66,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="every step in miniature on the CPU")
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole run (default 600)")
     a = p.parse_args(argv)
-    out = Path(a.out)
+    out, a.data_dir = Path(a.out).absolute(), str(Path(a.data_dir).absolute())  # the steps run in the repository
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT / "src"))
     from jfb.data.download import has_files
@@ -83,7 +94,7 @@ def main(argv=None) -> int:
             epochs = 1 if a.dry_run else max(1, int(left // 60))
             cmd = [*cmd, f"trainer.epochs={epochs}"]
             limit = left
-        limit = min(limit, left) if limit else left
+        limit = min(limit, left) if limit and not a.dry_run else left  # a dry run: only the whole budget
         if limit <= 10:
             rows.append({"step": name, "status": "skipped: out of time", "seconds": 0, "command": " ".join(cmd[1:])})
             continue
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
             except (subprocess.TimeoutExpired, FileNotFoundError) as e:
                 rc = f"{type(e).__name__}"
         rows.append({"step": name, "status": rc, "seconds": round(time.time() - s0, 1),
-                     "command": " ".join(cmd[1:]).replace(str(out), "$OUT").replace(a.data_dir, "$DATA_DIR")})
+                     "command": shown(cmd[1:], out, a.data_dir)})
         print(f"[gpu_check] {name}: {rc} in {rows[-1]['seconds']} s", flush=True)
     lines = [f"# GPU check: {card(a.dry_run)}", "", f"Data: {'real MNIST' if real else 'synthetic, MNIST shapes'}; "
              f"{time.time() - t0:.0f} s in all. Reports: bench/, host_waits/, presets/, gpu/runs/.", "",

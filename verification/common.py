@@ -276,3 +276,18 @@ def jsonable(o):
     if isinstance(o, (list, tuple)):
         return [jsonable(v) for v in o]
     return str(o) if isinstance(o, float) and not math.isfinite(o) else o
+
+
+def mnist_images(split: str, n: int, data_dir):
+    """The first ``n`` real MNIST images of ``split`` (normalised as in training) and their labels, or None when
+    ``data_dir`` does not hold MNIST."""
+    if not data_dir:
+        return None
+    from jfb.data import DatasetNotFoundError, get_spec, load_torchvision
+
+    try:
+        images, labels = load_torchvision(get_spec("mnist"), split, data_dir)
+    except DatasetNotFoundError:
+        return None
+    return images[:n].float().div(255).sub(0.1307).div(0.3081), labels[:n].clone()
+

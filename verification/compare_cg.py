@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from common import add_authors_args, authors_modules, command, compose, copy_files, jsonable, paper_module_map, \
-    paper_to_ours, shims
+    mnist_images, paper_to_ours, shims
 
 FILES = ("Networks.py", "utils.py", "BatchCG.py")
 DATASETS = ("mnist", "svhn", "cifar10")
@@ -182,16 +182,9 @@ def our_step(model, d, labels) -> dict:
 def inputs(dataset: str, n: int, data_dir, seed: int):
     import torch
 
-    if dataset == "mnist" and data_dir:
-        from jfb.data import DatasetNotFoundError, get_spec, load_torchvision
-
-        try:
-            images, labels = load_torchvision(get_spec("mnist"), "train", data_dir)
-        except DatasetNotFoundError:
-            pass
-        else:
-            x = images[:n].to(torch.float32).div(255).sub(0.1307).div(0.3081)
-            return x, labels[:n].clone(), f"MNIST training images 1-{len(x)} (Normalize(0.1307, 0.3081))"
+    real = mnist_images("train", n, data_dir) if dataset == "mnist" else None
+    if real is not None:
+        return (*real, f"MNIST training images 1-{len(real[0])} (Normalize(0.1307, 0.3081))")
     from jfb.models import MODELS
 
     shape = MODELS[dataset].in_shape

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from common import add_authors_args, add_weights_arg, authors_modules, command, copy_files, released_files, \
-    shims
+    mnist_images, shims
 
 FILES = ("Networks.py", "utils.py")
 _ALIASES = (("data_space_forward", "_Q"), ("latent_space_forward", "_R"), ("map_latent_to_inference", "_S"))
@@ -67,16 +67,9 @@ def their_logits(net, utils, variant, d, notes: list):
 def inputs(variant, n: int, data_dir, seed: int):
     import torch
 
-    if variant.dataset == "mnist" and data_dir:
-        from jfb.data import DatasetNotFoundError, get_spec, load_torchvision
-
-        try:
-            images, _ = load_torchvision(get_spec("mnist"), "test", data_dir)
-        except DatasetNotFoundError:
-            pass
-        else:
-            x = images[:n].to(torch.float32).div(255).sub(0.1307).div(0.3081)
-            return x, f"MNIST test images 1-{len(x)}"
+    real = mnist_images("test", n, data_dir) if variant.dataset == "mnist" else None
+    if real is not None:
+        return real[0], f"MNIST test images 1-{len(real[0])}"
     shape = (1, 28, 28) if variant.architecture == "mnist" else (3, 32, 32)
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=g), f"random N(0,1) {n}x{'x'.join(map(str, shape))}, seed {seed}"

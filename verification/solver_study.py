@@ -122,18 +122,12 @@ def loaders(dataset: str, data_dir: Optional[str], device: torch.device, n_train
 
 
 def jfb_step(model, opt, x, y, times: Optional[Dict[str, list]] = None, device=torch.device("cpu")):
-    """One JFB training step as the trainer takes it; ``times`` gets forward/backward/update ms."""
-    t = times if times is not None else {"forward": [], "backward": [], "update": []}
-    opt.zero_grad(set_to_none=True)
-    with clock(device, t["forward"]):
-        logits, stats = model(x)
-        loss = F.cross_entropy(logits, y)
-    with clock(device, t["backward"]):
-        loss.backward()
-    with clock(device, t["update"]):
-        opt.step()
-        model.after_step()
-    return stats
+    """One JFB training step as the trainer takes it (:func:`jfb.bench.paper_step.train_step`); ``times`` gets
+    forward/backward/update ms."""
+    from jfb.bench.paper_step import train_step
+
+    return train_step(model, opt, x, y, device, times if times is not None else {"forward": [], "backward": [],
+                                                                                 "update": []})
 
 
 def _solve(model, v, solver, options, device):
@@ -279,12 +273,15 @@ def run_steps(dataset: str, data_dir: Optional[str], device: torch.device, plan:
 
 def step_variants(best: str, cands: Dict[str, tuple], probe_every: int) -> Dict[str, tuple]:
     """name -> (solver, options, probe every): the paper, the probe schedule alone, the best candidate
-    with and without it, Broyden."""
+    with and without it, Broyden, and the best candidate (else Picard) in each lower precision of ``cands``."""
     out = {"paper": ("picard", {}, 1), f"picard-probe{probe_every}": ("picard", {}, probe_every)}
     if best != "picard":
         out[f"{best}-probe1"] = (*cands[best], 1)
         out[f"{best}-probe{probe_every}"] = (*cands[best], probe_every)
     out[f"broyden-probe{probe_every}"] = ("broyden", {}, probe_every)
+    for p in sorted({o["precision"] for _, o in cands.values() if "precision" in o}):  # the precision axis
+        base = best if f"{best}-{p}" in cands else "picard"
+        out[f"{base}-{p}-probe{probe_every}"] = (*cands[f"{base}-{p}"], probe_every)
     return out
 
 
@@ -343,7 +340,8 @@ def markdown(res: dict) -> str:
         L.append(f"- run {i} (`{r['command']}`; parts {', '.join(r['parts'])}): device `{h['device']}`, "
                  f"{h['device_name']}, torch threads {h['torch_threads']}, cpu count {h['cpu_count']}, load average "
                  f"at start {h.get('load_average')}, at end {r.get('load_average_end')}; clock {r.get('clock')}; "
-                 f"versions {h['versions']}; commit {h['commit']}; {h['date']}; {r.get('wall_s', 0):.0f} s.")
+                 f"versions {h['versions']}; commit {h['commit']}; {h['date']}; {r.get('wall_s', 0):.0f} s."
+                 + "".join(f" Precision {p} left out: {why}." for p, why in (r.get("precisions_refused") or {}).items()))
     L += ["",
          "Each paper preset's JFB settings (tolerance, cap, stopping rule, network, optimizer). Times in milliseconds "
          "by the clock of the run that made them: `cpu` is this process's CPU time (all its threads; on a shared "
@@ -479,6 +477,8 @@ def parse(argv=None):
                         "on a GPU, none on a CPU)")
     p.add_argument("--precisions", default="float32",
                    help="comma-separated solver precisions to add as candidates: float32, bfloat16, tf32 (a GPU's)")
+    p.add_argument("--candidates", default=None,
+                   help="comma-separated candidate names to keep (with their lower-precision variants); default all")
     p.add_argument("--accuracy-configs", default="paper=experiment=paper/mnist;fast=experiment=fast/mnist",
                    help="name=override override ...;name=... (jfb.train overrides of each config)")
     p.add_argument("--seeds", default="0,1,2")
@@ -505,7 +505,18 @@ def main(argv=None) -> dict:
         card = "".join(c if c.isalnum() else "-" for c in torch.cuda.get_device_name(dev)).lower()
     name = a.name or ("solver-study-cpu" if dev.type == "cpu" else f"solver-study-gpu-{card}")
     ce = [int(k) for k in a.check_every.split(",")] if a.check_every else ([2, 4] if dev.type == "cuda" else [])
-    cands = candidates(ce, a.precisions.split(","))
+    from jfb.core.solvers import precision_refused
+
+    refused = {p: precision_refused(p, dev) for p in a.precisions.split(",") if p != "float32"}
+    for p, why in refused.items():
+        if why:
+            print(f"[solver study] --precisions {p} left out: {why}", flush=True)
+    cands = candidates(ce, [p for p, why in refused.items() if not why])
+    if a.candidates:
+        keep = a.candidates.split(",")
+        if set(keep) - set(cands):
+            raise SystemExit(f"--candidates: unknown {sorted(set(keep) - set(cands))}; choose from {sorted(cands)}")
+        cands = {n: c for n, c in cands.items() if n in keep or n.rsplit("-", 1)[0] in keep}
     out = Path(a.out)
     prev = out / f"{name}.json"
     res = json.loads(prev.read_text()) if prev.exists() else {}
@@ -515,7 +526,8 @@ def main(argv=None) -> dict:
         print(f"[solver study] rewrote {m} from {j}")
         return res
     run = {"command": command("solver_study.py", sys.argv[1:] if argv is None else argv),
-           "parts": sorted(parts), "hardware": hardware(dev), "clock": a.clock}
+           "parts": sorted(parts), "hardware": hardware(dev), "clock": a.clock,
+           "precisions_refused": {p: why for p, why in refused.items() if why}}
     res.setdefault("runs", []).append(run)
     res["hardware"], res["clock"], res["command"] = run["hardware"], run["clock"], run["command"]
     run_id = len(res["runs"]) - 1
