@@ -203,14 +203,14 @@ def authors_epoch(a) -> dict:
 
 
 # --------------------------------------------------------------------------- our side
-def ours(preset: str, method: str, data_dir: str):
-    """(model, optimizer, train loader, test loader) of ``experiment=<preset> method=<method>`` as ``jfb-train``
-    builds them (seeded with the config's seed)."""
+def ours(preset: str, method: str, data_dir: str, overrides=()):
+    """(model, optimizer, train loader, test loader) of ``experiment=<preset> method=<method> [overrides]`` as
+    ``jfb-train`` builds them (seeded with the config's seed)."""
     import torch
 
     from jfb.training.run import build
 
-    cfg = compose(f"experiment={preset}", f"method={method}", "device=cpu", f"paths.data_dir={data_dir}")
+    cfg = compose(f"experiment={preset}", f"method={method}", "device=cpu", f"paths.data_dir={data_dir}", *overrides)
     torch.manual_seed(cfg.seed)
     train, test, _, model, opt, _ = build(cfg, torch.device("cpu"))
     train.set_epoch(1)
@@ -238,7 +238,7 @@ def our_train_step(model, opt, x, y, step: int, meter=None, watch=None):
 
 class Ours:
     def __init__(self, a):
-        self.nets = {"jfb": ours(a.preset, "jfb", a.data_dir), "cg": ours(a.preset, "ift", a.data_dir)}
+        self.nets = {k: ours(a.preset, m, a.data_dir, a.override) for k, m in (("jfb", "jfb"), ("cg", "ift"))}
         self.steps = {k: 0 for k in self.nets}
         self.data = {k: iter(v[2]) for k, v in self.nets.items()}
 
@@ -254,7 +254,7 @@ def our_epoch(a) -> dict:
     from jfb.training.records import read_jsonl, read_summary
 
     args = [f"experiment={a.preset}", "method=jfb", "logger=none", "trainer.epochs=1", "trainer.progress=false",
-            "trainer.checkpoint=false", "device=cpu"]
+            "trainer.checkpoint=false", "device=cpu", *a.override]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads)) if a.threads else None
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -281,12 +281,12 @@ def copy_for_warmup(net, opt):
 class OursEpoch:
     """Our epoch under a preset, one batch per call: the training loop's steps, then evaluation in eval mode."""
 
-    def __init__(self, a, preset: str):
+    def __init__(self, a, preset: str, overrides=()):
         import torch
 
         from jfb.training.loop import EpochMeter, NonFiniteWatch
 
-        self.model, self.opt, train, test = ours(preset, "jfb", a.data_dir)
+        self.model, self.opt, train, test = ours(preset, "jfb", a.data_dir, overrides)
         x, y = next(iter(test))
         n = train.batch_size
         our_train_step(*copy_for_warmup(self.model, self.opt), x[:n], y[:n], 0)  # untimed (Trainer.warmup)
@@ -363,13 +363,14 @@ def epoch_worker(side: str, a, conn) -> None:
     conn.close()
 
 
-# the sides of the interleaved epochs: ours under --preset, and the paper preset's beside it when that differs
-EPOCH_SIDES = {"ours": lambda a: a.preset, "ours-paper": lambda a: "paper/mnist"}
+# the sides of the interleaved epochs: ours under --preset and --override, and the paper preset's beside it when that
+# differs
+EPOCH_SIDES = {"ours": lambda a: (a.preset, a.override), "ours-paper": lambda a: ("paper/mnist", ())}
 
 
 def interleaved_epoch_worker(side: str, a, conn) -> None:
     allocator = _setup(side, a)
-    impl = AuthorsEpoch(a) if side == "authors" else OursEpoch(a, EPOCH_SIDES[side](a))
+    impl = AuthorsEpoch(a) if side == "authors" else OursEpoch(a, *EPOCH_SIDES[side](a))
     conn.send(("ready", allocator))
     while (msg := conn.recv()) != "stop":
         if msg == "result":
@@ -394,7 +395,7 @@ def _ratios(a_ms, b_ms, n=None) -> dict:
 
 def interleaved_epochs(ctx, a) -> dict:
     """One JFB epoch with evaluation for each side, interleaved batch by batch."""
-    sides = ["authors", "ours"] + (["ours-paper"] if a.preset != "paper/mnist" else [])
+    sides = ["authors", "ours"] + (["ours-paper"] if a.preset != "paper/mnist" or a.override else [])
     workers = {side: _start(ctx, interleaved_epoch_worker, side, a) for side in sides}
     alloc = {side: conn.recv()[1] for side, (_, conn) in workers.items()}
     rec = {side: {"train": [], "eval": [], "train_depth": [], "eval_depth": []} for side in workers}
@@ -523,6 +524,8 @@ def main(argv=None):
     p.add_argument("--epoch-interleaved", action="store_true",
                    help="also one full JFB epoch with evaluation each, interleaved batch by batch")
     p.add_argument("--preset", default="paper/mnist", help="our side under experiment=PRESET (e.g. fast/mnist)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a jfb-train override for our side (repeatable), e.g. solver.options.precision=bfloat16")
     p.add_argument("--out", default=str(ROOT / "results" / "bench"))
     p.add_argument("--name", default="authors-side-by-side")
     a = p.parse_args(argv)
@@ -535,7 +538,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="authors_code_") as code:
         a.code_dir = code
         their_code = copy_files(a, ("Networks.py", "BatchCG.py"), Path(code))
-        res = {"hardware": hw, "batches": a.batches, "preset": a.preset, "shims": SHIMS, "their_code": their_code,
+        res = {"hardware": hw, "batches": a.batches, "preset": " ".join([a.preset, *a.override]), "shims": SHIMS, "their_code": their_code,
                "command": command("bench_side_by_side.py", argv), "settings": a.settings, **side_by_side(ctx, a)}
         if a.epoch:
             res["epoch"] = {}

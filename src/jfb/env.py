@@ -117,14 +117,15 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> Optional[str]:
-    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files); None outside a checkout."""
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files outside ``results/``, which runs
+    write to); None outside a checkout."""
     try:
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

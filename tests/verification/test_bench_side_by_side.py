@@ -132,11 +132,15 @@ def test_bench_under_a_preset_with_interleaved_epochs(tmp_path, monkeypatch):
     authors, data = standin(tmp_path, n_test=800)
     bench = load_script(monkeypatch)
     res = bench.main(["--authors-dir", str(authors), "--data-dir", str(data), "--batches", "2", "--threads", "1",
-                      "--preset", "fast/mnist", "--epoch-interleaved", "--out", str(tmp_path), "--name", "t"])
-    assert res["preset"] == "fast/mnist"
+                      "--preset", "fast/mnist", "--override", "solver.max_iter=2", "--epoch-interleaved",
+                      "--out", str(tmp_path), "--name", "t"])
+    assert res["preset"] == "fast/mnist solver.max_iter=2"
     e = res["epoch_interleaved"]
     for side in ("authors", "ours", "ours-paper"):
         assert e[side]["train_batches"] == 6 and e[side]["eval_batches"] == 2 and e[side]["epoch_with_eval_s"] > 0
+    # the override reaches our side alone: its solves stop at 2 iterations, the paper preset's beside it do not
+    assert res["steps"]["ours-jfb"]["fwd_iters_mean"] <= 2 and e["ours"]["fwd_iters_mean"] <= 2
+    assert e["ours-paper"]["fwd_iters_mean"] > 2
     assert e["speedup"] > 0 and e["train_step_ratio"]["n"] == 6
     md = (tmp_path / "t.md").read_text()
     assert "experiment=fast/mnist" in md and "interleaved batch by batch" in md
