@@ -302,13 +302,12 @@ def run_accuracy(data_dir: str, configs: Dict[str, List[str]], seeds: Sequence[i
             args = [*overrides, f"seed={seed}", f"trainer.epochs={epochs}", f"dataset.val_size={val_size}",
                     "logger=none", "trainer.progress=false", f"device={device}"]
             log(f"  accuracy {name} seed {seed}: {' '.join(args)}")
-            t0 = time.perf_counter()
             p = subprocess.run([sys.executable, "-m", "jfb.train", *args, f"paths.data_dir={data_dir}",
                                 f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=env)
             if p.returncode != 0:
                 raise RuntimeError(f"{name} seed {seed} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
             rows = read_jsonl(run_dir / "metrics.jsonl")
-            out["configs"][name]["runs"][str(seed)] = {"run": run_dir.name, "process_s": time.perf_counter() - t0,
+            out["configs"][name]["runs"][str(seed)] = {"run": run_dir.name,
                                                        "rows": [{k: r.get(k) for k in keep} for r in rows]}
             log(f"    epoch {rows[-1]['epoch']}: val {rows[-1]['val_acc']:.2f} %, test {rows[-1]['test_acc']:.2f} %")
     out["summary"] = summarise_accuracy(out)
