@@ -60,7 +60,7 @@ def compose(*overrides: str, resolve: bool = True):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from jfb.train import CONFIG_DIR  # registers the resolvers (${jfb.run_hash:}, ${jfb.paper:...})
+    from jfb.train import CONFIG_DIR  # registers the resolver ${jfb.run_hash:}
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides))

@@ -34,6 +34,10 @@ def test_every_experiment_and_method_composes_and_validates(experiment, method):
     assert cfg["seed"] == 0
     assert cfg["model"]["latent_bn"] is (method != "ift")
     load(cfg)
+    # the solver's options are all in the composed config: the documented overrides need no `+`
+    options = compose(f"experiment={experiment}", f"method={method}", "solver.options.precision=bfloat16",
+                      "solver.options.check_every=2")["solver"]["options"]
+    assert options["precision"] == "bfloat16" and options["check_every"] == 2
 
 
 def _leaves(d: dict, prefix: str = "") -> dict:
