@@ -454,9 +454,22 @@ def write(res: dict, out: Path, name: str) -> tuple:
         res["accuracy"]["comparison"] = compare(res["accuracy"])
     out.mkdir(parents=True, exist_ok=True)
     j, m = out / f"{name}.json", out / f"{name}.md"
-    j.write_text(json.dumps(res, indent=1, default=str) + "\n")
-    m.write_text(markdown(res))
+    shown = used_runs(res)
+    j.write_text(json.dumps(shown, indent=1, default=str) + "\n")
+    m.write_text(markdown(shown))
     return j, m
+
+
+def used_runs(res: dict) -> dict:
+    """A copy of ``res`` listing only the runs its parts come from (a part run again replaces the earlier figures)."""
+    res = copy.deepcopy(res)
+    parts = [*res.get("solves", {}).values(), *res.get("steps", {}).values(), *filter(None, [res.get("accuracy")])]
+    new = {old: i for i, old in enumerate(sorted({p["run"] for p in parts if "run" in p}))}
+    res["runs"] = [r for i, r in enumerate(res.get("runs", [])) if i in new]
+    for p in parts:
+        if "run" in p:
+            p["run"] = new[p["run"]]
+    return res
 
 
 def parse(argv=None):

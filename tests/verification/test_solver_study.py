@@ -3,6 +3,7 @@ keep the paper's tolerance and stopping rule, hold their values in one YAML file
 measurements on a tiny synthetic problem. Anderson's own tests are in tests/test_core_solvers.py."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,9 @@ def test_solver_study_quick_run_writes_its_parts(tmp_path, monkeypatch):
     again = ss.main(["--quick", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"), "--threads", "1",
                      "--parts", "solves", "--out", str(tmp_path), "--name", "t"])
     assert "steps" in again  # parts run separately merge into one file
+    assert len(json.loads((tmp_path / "t.json").read_text())["runs"]) == 2
+    ss.main(["--quick", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"), "--threads", "1",
+             "--parts", "solves,steps", "--out", str(tmp_path), "--name", "t"])
+    shown = json.loads((tmp_path / "t.json").read_text())  # both parts replaced: the report lists that run alone
+    assert len(shown["runs"]) == 1 and shown["solves"]["mnist"]["run"] == shown["steps"]["mnist"]["run"] == 0
+    assert "run 1" not in (tmp_path / "t.md").read_text()
