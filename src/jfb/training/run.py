@@ -278,7 +278,8 @@ def _train(cfg: RunConfig, out: Path, p: Plan, device: torch.device, cbs: list, 
             if status == "completed" and lg.log_checkpoint:
                 tracker.log_checkpoint(list_checkpoints(out / "checkpoints")[-1:], summary)
             tracker.finish(exit_code=0 if status == "completed" else 1)
-        log.info(f"{out}: {status}, test accuracy {summary.test_acc:.2f} % after {summary.epochs_completed} epochs, "
+        log.info(f"{out}: {status}, test accuracy {summary.test_acc:.2f} % after {summary.epochs_completed} "
+                 f"epoch{'s' if summary.epochs_completed != 1 else ''}, "
                  f"training phase {summary.train_time_s:.1f} s" if summary.test_acc is not None else f"{out}: {status}")
         return summary
 
