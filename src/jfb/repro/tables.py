@@ -615,7 +615,8 @@ def summary_block(profile: str, root=REFERENCE_ROOT) -> str:
     mem = [find(t3, k)["saved_fwd"] for k in ("JFB", "Jacobian", "Exact", "Unrolled")]
     recs = [r for r in ctx.records if r.completed]
     return "\n".join([
-        f"MNIST, profile `{profile}` ({runs_text(records_of(t1.rows))}; the whole profile took {duration_text(recs)}):", "", "| | paper | ours |", "|---|---|---|",
+        f"MNIST, profile `{profile}` ({runs_text(records_of(t1.rows))}; the whole profile took "
+        f"{duration_text(recs)}):", "", "| | paper | ours |", "|---|---|---|",
         f"| test accuracy %, JFB / explicit twin | 99.4 / 99.4 | {_text(jfb['acc'])} / {_text(expl['acc'])} |",
         f"| Jacobian-based over JFB time per epoch, paired per seed (CPU time / the authors' whole epoch) | "
         f"{ratio['paper_time']} (whole epoch) | {_text(ratio['cpu'])} / {_text(ratio['wall'])} |",
